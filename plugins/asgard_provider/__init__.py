@@ -1,0 +1,47 @@
+"""Asgard provider for Apache Airflow: raw data to predictions on Apache Iceberg."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return provider metadata for Airflow's ProvidersManager."""
+    return {
+        "package-name": "asgard-provider",
+        "name": "Asgard",
+        "description": "Ingest, Spark/Iceberg transforms, dbt, Feast, MLflow training and batch inference.",
+        "versions": [__version__],
+        "connection-types": [
+            {"connection-type": "asgard_iceberg", "hook-class-name": "asgard_provider.hooks.iceberg.IcebergHook"},
+            {"connection-type": "asgard_spark", "hook-class-name": "asgard_provider.hooks.spark.SparkHook"},
+            {"connection-type": "asgard_mlflow", "hook-class-name": "asgard_provider.hooks.mlflow.MLflowHook"},
+            {"connection-type": "asgard_feast", "hook-class-name": "asgard_provider.hooks.feast.FeastHook"},
+        ],
+        "hooks": [
+            {
+                "integration-name": "Asgard",
+                "python-modules": [
+                    "asgard_provider.hooks.iceberg",
+                    "asgard_provider.hooks.spark",
+                    "asgard_provider.hooks.feast",
+                    "asgard_provider.hooks.mlflow",
+                    "asgard_provider.hooks.sql_source",
+                ],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "Asgard",
+                "python-modules": [
+                    "asgard_provider.operators.ingest",
+                    "asgard_provider.operators.spark_iceberg",
+                    "asgard_provider.operators.feast",
+                    "asgard_provider.operators.mlflow",
+                    "asgard_provider.operators.inference",
+                ],
+            }
+        ],
+    }

@@ -1,0 +1,49 @@
+"""Iceberg tables as Airflow Assets: one asset per table, with each commit's snapshot in the asset event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import Asset, Context
+
+from asgard_provider.catalog import CATALOG_NAME, split_table_name
+
+#: Asset group shown in the Airflow UI for every Iceberg table.
+ASSET_GROUP = "iceberg"
+
+
+def table_asset(name: str) -> Asset:
+    """Return the Asset of Iceberg table ``namespace.table`` (URI ``iceberg://iceberg/<namespace>/<table>``)."""
+    namespace, table = split_table_name(name)
+    return Asset(name=f"{namespace}.{table}", uri=f"iceberg://{CATALOG_NAME}/{namespace}/{table}", group=ASSET_GROUP)
+
+
+def publish(context: Context, table: str, **extra: Any) -> None:
+    """Attach ``extra`` (snapshot id, row counts, ...) to the asset event the running task emits for ``table``.
+
+    Only tables among the task's ``outlets`` produce events; for others this is a no-op.
+    """
+    asset = table_asset(table)
+    task = context.get("task")
+    outlets = getattr(task, "outlets", None) or []
+    if asset not in outlets:
+        return
+    events = context.get("outlet_events")
+    if events is None:
+        return
+    events[asset].extra.update({k: v for k, v in extra.items() if v is not None})
+
+
+def snapshot_summary(table: Any) -> dict[str, Any]:
+    """Snapshot id, total rows and rows added by the current snapshot of a pyiceberg table."""
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return {"snapshot_id": None, "total_records": 0}
+    props = snapshot.summary.additional_properties if snapshot.summary else {}
+    return {
+        "snapshot_id": snapshot.snapshot_id,
+        "total_records": int(props.get("total-records", 0)),
+        "added_records": int(props.get("added-records", 0)),
+        "deleted_records": int(props.get("deleted-records", 0)),
+        "operation": str(snapshot.summary.operation.value) if snapshot.summary else None,
+    }

@@ -1,0 +1,307 @@
+"""The ``asgard`` command line: validate, scaffold and inspect pipelines without Airflow running."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from asgard_provider.exceptions import AsgardError, CatalogError, PipelineConfigError
+from asgard_provider.settings import include_dir
+
+
+def _include(args: argparse.Namespace) -> Path:
+    return Path(args.include_dir).resolve() if getattr(args, "include_dir", None) else include_dir()
+
+
+def _dags(args: argparse.Namespace, base: Path) -> Path:
+    return Path(args.dags_dir).resolve() if getattr(args, "dags_dir", None) else base.parent / "dags"
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from asgard_provider.pipeline.config import validate_all
+
+    base = _include(args)
+    results = validate_all(base)
+    if not results:
+        print(f"no pipeline configs in {base / 'pipelines'}", file=sys.stderr)
+        return 1
+    failed = 0
+    dags_dir = _dags(args, base)
+    for path, outcome in results.items():
+        if isinstance(outcome, PipelineConfigError):
+            failed += 1
+            print(f"FAIL {outcome}")
+            continue
+        problems = []
+        if args.strict and not (dags_dir / f"{path.stem}.py").is_file():
+            problems.append(f"no DAG file {dags_dir / (path.stem + '.py')} loads this pipeline (asgard new pipeline)")
+        if problems:
+            failed += 1
+            print(f"FAIL {PipelineConfigError(str(path), problems)}")
+        else:
+            print(f"ok   {path}  (pipeline {outcome.pipeline})")
+    return 1 if failed else 0
+
+
+def _new_pipeline(args: argparse.Namespace) -> int:
+    from asgard_provider.scaffold import create_pipeline
+
+    base = _include(args)
+    try:
+        written = create_pipeline(args.name, base, _dags(args, base))
+    except PipelineConfigError as exc:
+        print(f"FAIL {exc}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"created {path}")
+    print(
+        f"next: edit include/pipelines/{args.name}.yaml, then `asgard validate --strict` and `asgard show {args.name}`"
+    )
+    return 0
+
+
+def _dbt_sources(project: Path) -> list[str]:
+    """Iceberg tables a dbt project declares as sources (``meta.iceberg_table`` or ``<schema>.<name>``)."""
+    import yaml
+
+    tables: list[str] = []
+    for path in sorted((project / "models").rglob("*.yml")):
+        try:
+            doc = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            continue
+        for source in doc.get("sources") or []:
+            schema = source.get("schema") or source.get("name")
+            for table in source.get("tables") or []:
+                name = (table.get("meta") or {}).get("iceberg_table") or f"{schema}.{table.get('name')}"
+                if name not in tables:
+                    tables.append(name)
+    return tables
+
+
+def describe_pipeline(cfg: Any, base: Path) -> list[dict[str, Any]]:
+    """Stages of a validated pipeline in run order: Airflow task ids and the tables each reads and writes."""
+    from asgard_provider.pipeline.config import _TABLE_REF, FileSource
+
+    stages: list[dict[str, Any]] = []
+    for ingest in cfg.ingest:
+        if ingest.engine == "airbyte":
+            tasks = [f"{ingest.name}_trigger", f"{ingest.name}_wait"]
+            reads = [f"airbyte:{ingest.airbyte.connection_id}"]
+        else:
+            tasks = [ingest.name]
+            src = ingest.source
+            reads = [f"file:{src.path}" if isinstance(src, FileSource) else f"sql:{src.connection}/{src.table}"]
+        stages.append(
+            {"stage": "ingest", "name": ingest.name, "tasks": tasks, "reads": reads, "writes": [ingest.target]}
+        )
+    for tr in cfg.transform:
+        sql = (base / "sql" / tr.sql).read_text()
+        reads = sorted({f"{ns}.{table}" for ns, table in _TABLE_REF.findall(sql)})
+        tasks = [tr.name] + ([f"check_{tr.name}"] if tr.checks else [])
+        writes = [tr.output_table, tr.quarantine_table or f"{tr.output_table}_quarantine"]
+        stages.append({"stage": "transform", "name": tr.name, "tasks": tasks, "reads": reads, "writes": writes})
+    if cfg.dbt:
+        project = base / "dbt" / cfg.dbt.project
+        models = sorted(p.stem for p in (project / "models").rglob("*.sql"))
+        tasks = [f"gold.{m}" for m in models] + (["check_gold"] if cfg.dbt.produces else [])
+        stages.append(
+            {
+                "stage": "dbt",
+                "name": cfg.dbt.project,
+                "tasks": tasks,
+                "reads": _dbt_sources(project),
+                "writes": list(cfg.dbt.produces),
+            }
+        )
+    if cfg.features:
+        f = cfg.features
+        stages.append(
+            {
+                "stage": "features",
+                "name": f.feature_view,
+                "tasks": ["register_features"],
+                "reads": [f.source_table],
+                "writes": [f"feast:{f.feature_view}"],
+            }
+        )
+    if cfg.train and cfg.features:
+        t = cfg.train
+        stages.append(
+            {
+                "stage": "train",
+                "name": t.script,
+                "tasks": ["train_model"],
+                "reads": [f"feast:{cfg.features.feature_view}", t.label_table],
+                "writes": [f"mlflow:{t.registered_model}"],
+            }
+        )
+        if cfg.predict:
+            p = cfg.predict
+            stages.append(
+                {
+                    "stage": "predict",
+                    "name": p.output_table,
+                    "tasks": ["batch_inference"],
+                    "reads": [f"mlflow:{t.registered_model}@{p.model_alias}", cfg.features.source_table],
+                    "writes": [p.output_table, f"{p.output_table}_monitoring"],
+                }
+            )
+    return stages
+
+
+def _show(args: argparse.Namespace) -> int:
+    from asgard_provider.pipeline.config import discover_pipelines, load_pipeline_config
+
+    base = _include(args)
+    paths = [p for p in discover_pipelines(base) if p.stem == args.name]
+    if not paths:
+        known = ", ".join(p.stem for p in discover_pipelines(base)) or "none"
+        print(f"no pipeline {args.name!r} in {base / 'pipelines'} (pipelines: {known})", file=sys.stderr)
+        return 1
+    try:
+        cfg = load_pipeline_config(paths[0], base_dir=base)
+    except PipelineConfigError as exc:
+        print(f"FAIL {exc}", file=sys.stderr)
+        return 1
+    stages = describe_pipeline(cfg, base)
+    schedule = cfg.schedule or (f"on updates of {', '.join(cfg.schedule_on)}" if cfg.schedule_on else "manual")
+    if args.json:
+        print(json.dumps({"pipeline": cfg.pipeline, "file": str(paths[0]), "schedule": schedule, "stages": stages}))
+        return 0
+    print(f"pipeline {cfg.pipeline}  ({paths[0]})")
+    if cfg.description:
+        print(f"  {cfg.description}")
+    print(f"schedule: {schedule}")
+    for stage in stages:
+        print(f"\n{stage['stage']}: {stage['name']}")
+        print(f"  tasks   {', '.join(stage['tasks'])}")
+        print(f"  reads   {', '.join(stage['reads']) or '-'}")
+        print(f"  writes  {', '.join(stage['writes'])}")
+    return 0
+
+
+def list_tables(namespace: str | None = None, iceberg_conn_id: str | None = None) -> list[dict[str, Any]]:
+    """Every Iceberg table of the catalog with its current snapshot id, row count and last commit time (UTC)."""
+    from asgard_provider.hooks.iceberg import IcebergHook
+
+    hook = IcebergHook(iceberg_conn_id) if iceberg_conn_id else IcebergHook()
+    try:
+        catalog = hook.catalog
+        namespaces = [(namespace,)] if namespace else sorted(catalog.list_namespaces())
+        rows = []
+        for ns in namespaces:
+            for ident in sorted(catalog.list_tables(ns)):
+                table = catalog.load_table(ident)
+                snapshot = table.current_snapshot()
+                summary = snapshot.summary if snapshot is not None else None
+                records = summary.get("total-records") if summary is not None else None
+                rows.append(
+                    {
+                        "table": ".".join(ident),
+                        "snapshot_id": snapshot.snapshot_id if snapshot else None,
+                        "rows": int(records) if records is not None else None,
+                        "committed_at": (
+                            datetime.fromtimestamp(snapshot.timestamp_ms / 1000, UTC).isoformat(timespec="seconds")
+                            if snapshot
+                            else None
+                        ),
+                        "operation": str(summary.operation.value) if summary is not None else None,
+                    }
+                )
+    except AsgardError:
+        raise
+    except Exception as exc:
+        raise CatalogError(f"cannot list the tables of Iceberg catalog ({hook.settings.uri}): {exc}") from exc
+    return rows
+
+
+def _tables(args: argparse.Namespace) -> int:
+    try:
+        rows = list_tables(args.namespace, args.conn_id)
+    except CatalogError as exc:
+        print(f"FAIL {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        print("no tables" + (f" in namespace {args.namespace}" if args.namespace else ""))
+        return 0
+    header = ("table", "snapshot_id", "rows", "committed_at (UTC)")
+    cells = [
+        (
+            r["table"],
+            str(r["snapshot_id"] or "-"),
+            str(r["rows"] if r["rows"] is not None else "-"),
+            r["committed_at"] or "-",
+        )
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    for line in (header, *cells):
+        print(
+            "  ".join(
+                c.ljust(w) if i in (0, 3) else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))
+            ).rstrip()
+        )
+    return 0
+
+
+def _docs_config(args: argparse.Namespace) -> int:
+    from asgard_provider.config_docs import config_reference
+
+    sys.stdout.write(config_reference())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``asgard`` command."""
+    parser = argparse.ArgumentParser(prog="asgard", description="Asgard pipeline tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    validate = sub.add_parser("validate", help="validate every include/pipelines/*.yaml")
+    validate.add_argument(
+        "--include-dir", help="the bundle's include/ folder (default: $ASGARD_INCLUDE_DIR or the repo's)"
+    )
+    validate.add_argument("--dags-dir", help="the bundle's dags/ folder (default: next to include/)")
+    validate.add_argument("--strict", action="store_true", help="also require a DAG file per pipeline (for CI)")
+    validate.set_defaults(func=_validate)
+
+    new = sub.add_parser("new", help="scaffold something new")
+    new_sub = new.add_subparsers(dest="what", required=True)
+    pipeline = new_sub.add_parser("pipeline", help="config, SQL, dbt project, training script and DAG stub of NAME")
+    pipeline.add_argument("name", help="pipeline id: lowercase letters, digits, underscores")
+    pipeline.add_argument(
+        "--include-dir", help="the bundle's include/ folder (default: $ASGARD_INCLUDE_DIR or the repo's)"
+    )
+    pipeline.add_argument("--dags-dir", help="the bundle's dags/ folder (default: next to include/)")
+    pipeline.set_defaults(func=_new_pipeline)
+
+    show = sub.add_parser("show", help="stages, tasks and tables read/written of pipeline NAME")
+    show.add_argument("name")
+    show.add_argument("--include-dir", help="the bundle's include/ folder (default: $ASGARD_INCLUDE_DIR or the repo's)")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(func=_show)
+
+    tables = sub.add_parser("tables", help="Iceberg tables with current snapshot, row count and last commit")
+    tables.add_argument("--namespace", help="only this namespace (bronze, silver, gold...)")
+    tables.add_argument("--conn-id", help="Airflow connection of the catalog (default: the embedded catalog)")
+    tables.add_argument("--json", action="store_true", help="machine-readable output")
+    tables.set_defaults(func=_tables)
+
+    docs = sub.add_parser("docs", help="generated documentation")
+    docs_sub = docs.add_subparsers(dest="what", required=True)
+    config = docs_sub.add_parser("config", help="print docs/config.md (the pipeline config reference)")
+    config.set_defaults(func=_docs_config)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

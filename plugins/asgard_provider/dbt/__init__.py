@@ -1,0 +1,1 @@
+"""dbt integration: Iceberg plugin for dbt-duckdb and Cosmos task-group rendering."""

@@ -1,0 +1,219 @@
+"""Render a dbt project as an Airflow task group with astronomer-cosmos, from a cached manifest.
+
+Parsing a DAG file must stay cheap: the project is parsed once per content change (``dbt parse`` through
+dbt's Python runner, under a file lock so concurrent DAG processors do not race), and Cosmos renders the
+task group from that ``manifest.json`` (``LoadMode.DBT_MANIFEST``), never running ``dbt ls`` per parse.
+Each model runs as ``dbt build`` of that model (``TestBehavior.BUILD``): its tests run in the same
+invocation, and a failing test fails the task so nothing downstream consumes the model.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from asgard_provider.exceptions import TransformError
+from asgard_provider.settings import asgard_home
+
+#: Files whose content changes the manifest.
+_PROJECT_GLOBS = ("dbt_project.yml", "profiles.yml", "packages.yml", "selectors.yml", "**/*.sql", "**/*.yml", "**/*.md")
+_SKIP_DIRS = {"target", "logs", "dbt_packages"}
+
+
+def project_fingerprint(project_dir: Path) -> str:
+    """Hash of every file dbt reads when parsing ``project_dir`` (paths and contents)."""
+    digest = hashlib.sha256()
+    files: set[Path] = set()
+    for pattern in _PROJECT_GLOBS:
+        for path in project_dir.glob(pattern):
+            rel = path.relative_to(project_dir)
+            if path.is_file() and not (set(rel.parts[:-1]) & _SKIP_DIRS):
+                files.add(rel)
+    for rel in sorted(files):
+        digest.update(str(rel).encode())
+        digest.update(b"\0")
+        digest.update((project_dir / rel).read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _dbt_env(target: str) -> dict[str, str]:
+    """Environment every dbt invocation of a project gets (profile target, state paths, no telemetry)."""
+    return {
+        "ASGARD_HOME": str(asgard_home()),
+        "ASGARD_DBT_TARGET": target,
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
+def ensure_manifest(project_dir: Path, *, target: str = "duckdb", cache_dir: Path | None = None) -> Path:
+    """Return the path of an up-to-date ``manifest.json`` for ``project_dir``, parsing the project if needed.
+
+    Manifests are cached under ``$ASGARD_HOME/dbt/manifests/<project>-<target>-<fingerprint>/``.
+    Raises :class:`TransformError` with dbt's own message when the project does not parse.
+    """
+    project_dir = Path(project_dir).resolve()
+    if not (project_dir / "dbt_project.yml").is_file():
+        raise TransformError(f"{project_dir}/dbt_project.yml does not exist")
+    root = cache_dir or asgard_home() / "dbt" / "manifests"
+    out = root / f"{project_dir.name}-{target}-{project_fingerprint(project_dir)}"
+    manifest = out / "manifest.json"
+    if manifest.is_file():
+        return manifest
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{project_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if manifest.is_file():  # another process parsed it while we waited
+            return manifest
+        staging = out.with_name(out.name + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        _parse(project_dir, staging, target)
+        shutil.rmtree(out, ignore_errors=True)
+        staging.rename(out)
+    return manifest
+
+
+def _parse(project_dir: Path, target_path: Path, target: str) -> None:
+    from cosmos.dbt.project import environ
+    from dbt.cli.main import dbtRunner
+
+    args = [
+        "parse",
+        "--project-dir",
+        str(project_dir),
+        "--profiles-dir",
+        str(project_dir),
+        "--target",
+        target,
+        "--target-path",
+        str(target_path),
+        "--log-path",
+        str(target_path / "logs"),
+        "--no-partial-parse",
+        "--quiet",
+    ]
+    _forget_duckdb_environment()
+    with environ(_dbt_env(target)):
+        result = dbtRunner().invoke(args)
+    if not result.success or not (target_path / "manifest.json").is_file():
+        reason = result.exception or _last_errors(target_path / "logs" / "dbt.log")
+        raise TransformError(f"dbt project {project_dir} does not parse (target {target}): {reason}")
+
+
+def _forget_duckdb_environment() -> None:
+    """Drop dbt-duckdb's process-wide environment left by an earlier invocation in this process.
+
+    dbt-duckdb loads plugin sources whenever that environment exists, so a parse after a run would read every
+    Iceberg source; parsing must not touch data.
+    """
+    import sys
+
+    module = sys.modules.get("dbt.adapters.duckdb.connections")
+    if module is not None:
+        module.DuckDBConnectionManager.close_all_connections()
+
+
+def _last_errors(log: Path) -> str:
+    if not log.is_file():
+        return "no dbt log written"
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if "rror" in ln]
+    return "\n".join(lines[-5:]) or "see " + str(log)
+
+
+def build_dbt_task_group(
+    *,
+    group_id: str,
+    project_dir: Path,
+    dbt_vars: dict[str, Any],
+    select: list[str] | None = None,
+    target: str = "duckdb",
+    operator_args: dict[str, Any] | None = None,
+    trino_conn_id: str | None = None,
+) -> Any:
+    """Build a Cosmos ``DbtTaskGroup`` for ``project_dir`` inside the current ``with DAG`` block.
+
+    ``dbt_vars`` values may be Jinja templates (e.g. ``{{ data_interval_end | ds }}``): they are rendered per
+    task instance, so every run and backfill builds its own snapshot. With ``trino_conn_id`` the ``trino`` target's
+    profile is mapped from that Airflow Trino connection (see :func:`trino_profile_config`) instead of read from
+    ``profiles.yml``.
+    """
+    os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
+    from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+    from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
+
+    project_dir = Path(project_dir).resolve()
+    manifest = ensure_manifest(project_dir, target=target)
+    project_name = json.loads(manifest.read_text())["metadata"].get("project_name") or project_dir.name
+    args: dict[str, Any] = {
+        "install_deps": False,
+        "vars": dict(dbt_vars),
+        "env": _dbt_env(target),
+        "append_env": True,
+    }
+    args.update(operator_args or {})
+    return DbtTaskGroup(
+        group_id=group_id,
+        project_config=ProjectConfig(
+            dbt_project_path=project_dir,
+            manifest_path=manifest,
+            project_name=project_name,
+            install_dbt_deps=False,
+            partial_parse=False,
+        ),
+        profile_config=(
+            trino_profile_config(trino_conn_id, target)
+            if trino_conn_id
+            else ProfileConfig(
+                profile_name="asgard",
+                target_name=target,
+                profiles_yml_filepath=project_dir / "profiles.yml",
+            )
+        ),
+        execution_config=ExecutionConfig(
+            execution_mode=ExecutionMode.LOCAL,
+            invocation_mode=InvocationMode.DBT_RUNNER,
+        ),
+        render_config=RenderConfig(
+            load_method=LoadMode.DBT_MANIFEST,
+            select=list(select or []),
+            test_behavior=TestBehavior.BUILD,
+            emit_datasets=False,
+        ),
+        operator_args=args,
+    )
+
+
+def trino_profile_config(conn_id: str, target: str = "trino", schema: str = "gold") -> Any:
+    """Cosmos profile for dbt-trino mapped from Airflow Trino connection ``conn_id``, on the ``iceberg`` catalog.
+
+    A password (LDAP/basic auth), JWT or certificate in the connection selects the dbt-trino method as Cosmos maps
+    it; a connection with none of them uses ``method: none`` (in-cluster Trino without authentication). Models
+    write the shared catalog's Iceberg tables: ``database`` is the Trino catalog ``iceberg``.
+    """
+    from cosmos import ProfileConfig
+    from cosmos.profiles import get_automatic_profile_mapping
+    from cosmos.profiles.trino.base import TrinoBaseProfileMapping
+
+    from asgard_provider.catalog import CATALOG_NAME
+
+    class TrinoNoAuthProfileMapping(TrinoBaseProfileMapping):  # type: ignore[misc]
+        """Trino connection without credentials: dbt-trino ``method: none``; ``extra.protocol`` is the scheme."""
+
+        dbt_profile_method: str = "none"
+
+        @property
+        def profile(self) -> dict[str, Any]:
+            scheme = self.conn.extra_dejson.get("protocol") or "http"
+            return {**super().profile, "method": "none", "http_scheme": scheme}
+
+    args = {"database": CATALOG_NAME, "schema": schema, "threads": 4}
+    try:
+        mapping = get_automatic_profile_mapping(conn_id, profile_args=args)
+    except Exception:  # no credential-based mapping applies: Cosmos names none for a bare connection
+        mapping = TrinoNoAuthProfileMapping(conn_id, profile_args=args)
+    return ProfileConfig(profile_name="asgard", target_name=target, profile_mapping=mapping)

@@ -1,0 +1,1 @@
+"""Hooks: each owns the connection to one external system."""

@@ -1,0 +1,1 @@
+"""Pipeline configs (YAML) and the factory that turns them into DAGs."""

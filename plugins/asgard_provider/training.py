@@ -1,0 +1,185 @@
+"""What a training script receives from :class:`~asgard_provider.operators.mlflow.MLflowTrainOperator`.
+
+A training script is normal scikit-learn + MLflow code. The operator starts the MLflow run and points the
+script at it (``MLFLOW_TRACKING_URI``, ``MLFLOW_RUN_ID``), so ``with mlflow.start_run():`` logs into that
+run. The rest comes from a JSON file named by ``ASGARD_TRAINING_CONTEXT``::
+
+    ctx = TrainingContext.from_env()
+    frame = ctx.training_frame()          # entity key, event_timestamp, features..., label
+    train, holdout = ctx.split(frame)     # deterministic: an entity is always on the same side
+    with mlflow.start_run():
+        ...fit on train[ctx.feature_columns], train[ctx.label_column]...
+        ctx.log_datasets(train, holdout)  # the holdout the operator compares models on + drift reference
+        mlflow.sklearn.log_model(model, name=ctx.model_artifact_path)
+
+The script must not register the model: the operator registers it after checking the metric gates, so a
+failing script registers nothing. The full contract is in docs/ml.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from asgard_provider.exceptions import TrainingError
+
+#: Environment variable naming the context file.
+CONTEXT_ENV = "ASGARD_TRAINING_CONTEXT"
+
+#: Name of the timestamp column of the entity frame handed to Feast.
+EVENT_TIMESTAMP = "event_timestamp"
+
+#: Run artifact holding the holdout rows (keys, timestamp, features, label) the operator evaluates models on.
+HOLDOUT_ARTIFACT = "asgard/holdout.parquet"
+
+#: Run artifact holding the training-set profile of every feature (drift reference for batch inference).
+PROFILE_ARTIFACT = "asgard/reference_profile.json"
+
+#: Default share of entities held out by :meth:`TrainingContext.split`.
+HOLDOUT_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class TrainingContext:
+    """Everything a training script needs to build its training set and log its model."""
+
+    feast_repo_path: str
+    features: list[str]
+    label_table: str
+    label_column: str
+    entity_key: str
+    timestamp_field: str
+    catalog: dict[str, Any]
+    params: dict[str, Any] = field(default_factory=dict)
+    model_artifact_path: str = "model"
+    registered_model_name: str = ""
+    experiment_name: str = ""
+    #: Iceberg snapshot of ``label_table`` read for the labels (pinned by the operator; ``None``: current).
+    label_snapshot_id: int | None = None
+
+    @classmethod
+    def from_env(cls) -> TrainingContext:
+        """Read the context file named by ``$ASGARD_TRAINING_CONTEXT``."""
+        path = os.environ.get(CONTEXT_ENV)
+        if not path:
+            raise TrainingError(f"{CONTEXT_ENV} is not set: run training scripts through MLflowTrainOperator")
+        return cls.from_file(path)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainingContext:
+        """Read a context file written by :meth:`write`."""
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls(**data)
+        except (OSError, ValueError, TypeError) as exc:
+            raise TrainingError(f"invalid training context file {path}: {exc}") from exc
+
+    def write(self, path: str | Path) -> Path:
+        """Write the context as JSON (done by the operator)."""
+        target = Path(path)
+        target.write_text(json.dumps(asdict(self), indent=2, default=str))
+        return target
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """Feature column names in the training frame (``view:feature`` refs without the view)."""
+        return [ref.split(":", 1)[-1] for ref in self.features]
+
+    def feature_store(self) -> Any:
+        """Open the ``feast.FeatureStore`` the pipeline registered the features in."""
+        from feast import FeatureStore
+
+        return FeatureStore(repo_path=self.feast_repo_path)
+
+    def entity_df(self) -> Any:
+        """Labelled rows of the label table: entity key, ``event_timestamp`` (= the timestamp field), label.
+
+        Rows whose label is NULL (e.g. the latest snapshot, whose future is unknown) are left out.
+        """
+        import pandas as pd
+        from pyiceberg.catalog import load_catalog
+
+        from asgard_provider.catalog import CATALOG_NAME, CatalogSettings, split_table_name
+
+        settings = CatalogSettings.from_dict(self.catalog)
+        try:
+            table = load_catalog(CATALOG_NAME, **settings.pyiceberg_properties()).load_table(
+                split_table_name(self.label_table)
+            )
+            data = table.scan(
+                row_filter=f"{self.label_column} IS NOT NULL",
+                selected_fields=(self.entity_key, self.timestamp_field, self.label_column),
+                snapshot_id=self.label_snapshot_id,
+            ).to_pandas()
+        except Exception as exc:
+            raise TrainingError(f"cannot read labels {self.label_column!r} from {self.label_table}: {exc}") from exc
+        frame = data.rename(columns={self.timestamp_field: EVENT_TIMESTAMP})
+        frame[EVENT_TIMESTAMP] = pd.to_datetime(frame[EVENT_TIMESTAMP], utc=True)
+        return frame[[self.entity_key, EVENT_TIMESTAMP, self.label_column]]
+
+    def training_frame(self) -> Any:
+        """:meth:`entity_df` joined point-in-time with the features, sorted by timestamp and entity key."""
+        entities = self.entity_df()
+        if entities.empty:
+            raise TrainingError(f"{self.label_table} has no rows with a non-null {self.label_column!r}")
+        try:
+            frame = self.feature_store().get_historical_features(entity_df=entities, features=self.features).to_df()
+        except Exception as exc:
+            raise TrainingError(f"Feast historical retrieval of {self.features} failed: {exc}") from exc
+        return frame.sort_values([EVENT_TIMESTAMP, self.entity_key], ignore_index=True)
+
+    def split(self, frame: Any, holdout_fraction: float = HOLDOUT_FRACTION, salt: str = "asgard") -> tuple[Any, Any]:
+        """Split ``frame`` into (train, holdout) by a hash of the entity key.
+
+        An entity lands in the holdout when ``sha256(salt:key)`` falls in the lowest ``holdout_fraction`` of
+        the hash range, whatever else is in the frame: every snapshot of one customer is on the same side,
+        and a customer held out today was held out (never trained on) by earlier runs too, so the current
+        champion can be evaluated fairly on a new run's holdout.
+        """
+        if not 0 < holdout_fraction < 1:
+            raise TrainingError(f"holdout_fraction must be between 0 and 1, got {holdout_fraction}")
+        cutoff = int(holdout_fraction * 2**64)
+        keys = frame[self.entity_key].astype(str)
+        held = keys.map(
+            lambda key: int.from_bytes(hashlib.sha256(f"{salt}:{key}".encode()).digest()[:8], "big") < cutoff
+        ).astype(bool)
+        return frame[~held].reset_index(drop=True), frame[held].reset_index(drop=True)
+
+    def log_datasets(self, train: Any, holdout: Any) -> None:
+        """Log the holdout rows and the training-set feature profile into the active MLflow run.
+
+        The operator scores the new model and the current champion on this holdout before promoting, and
+        batch inference compares the features it scores with the profile (PSI per feature).
+        """
+        import mlflow
+
+        from asgard_provider.monitoring import frame_profile
+
+        if mlflow.active_run() is None:
+            raise TrainingError("log_datasets must be called inside `with mlflow.start_run():`")
+        columns = [self.entity_key, EVENT_TIMESTAMP, *self.feature_columns, self.label_column]
+        missing = [c for c in columns if c not in holdout.columns]
+        if missing:
+            raise TrainingError(f"the holdout frame has no column(s) {', '.join(missing)}")
+        if holdout.empty:
+            raise TrainingError("the holdout is empty: too few entities to evaluate the model")
+        reference = {
+            "label_table": self.label_table,
+            "label_snapshot_id": self.label_snapshot_id,
+            "train_rows": len(train),
+            "features": frame_profile(train, self.feature_columns),
+        }
+        folder, name = HOLDOUT_ARTIFACT.rsplit("/", 1)
+        with tempfile.TemporaryDirectory(prefix="asgard-datasets-") as tmp:
+            holdout_path = Path(tmp) / name
+            holdout[columns].to_parquet(holdout_path, index=False)
+            profile_path = Path(tmp) / PROFILE_ARTIFACT.rsplit("/", 1)[1]
+            profile_path.write_text(json.dumps(reference, indent=1))
+            mlflow.log_artifact(str(holdout_path), folder)
+            mlflow.log_artifact(str(profile_path), PROFILE_ARTIFACT.rsplit("/", 1)[0])
+        mlflow.log_params({"holdout_rows": len(holdout), "holdout_entities": int(holdout[self.entity_key].nunique())})

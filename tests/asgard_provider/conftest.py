@@ -1,0 +1,151 @@
+"""Fixtures for the ML stages: a synthetic gold.customer_metrics table with a learnable churn label."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+AS_OF = date(2025, 11, 11)
+PRIOR = AS_OF - timedelta(days=60)
+N_CUSTOMERS = 2000
+FEATURE_VIEW = "customer_churn_features"
+FEATURES = [
+    {"name": "total_purchases", "dtype": "int64"},
+    {"name": "customer_lifetime_value", "dtype": "float64"},
+    {"name": "avg_purchase_value", "dtype": "float64"},
+    {"name": "days_since_last_purchase", "dtype": "int64"},
+    {"name": "purchase_frequency", "dtype": "float64"},
+    {"name": "account_age_days", "dtype": "int64"},
+    {"name": "support_tickets", "dtype": "int64"},
+    {"name": "avg_support_resolution_hours", "dtype": "float64"},
+]
+FEATURE_REFS = [f"{FEATURE_VIEW}:{f['name']}" for f in FEATURES]
+
+
+def snapshot_time(day: date) -> datetime:
+    """Naive timestamp of a snapshot, as dbt writes feature_timestamp."""
+    return datetime.combine(day, time())
+
+
+def customer_metrics(n: int = N_CUSTOMERS, seed: int = 7) -> pa.Table:
+    """Two snapshots (PRIOR labelled, AS_OF unlabelled) of ``n`` customers; churn depends on recency and frequency."""
+    rng = np.random.default_rng(seed)
+    ids = np.arange(1001, 1001 + n, dtype=np.int64)
+    parts = []
+    for day, labelled in ((PRIOR, True), (AS_OF, False)):
+        age = rng.integers(30, 1500, n)
+        freq = rng.gamma(2.0, 0.6, n)
+        recency = np.minimum(rng.exponential(25.0 / (freq + 0.1)), age).astype(np.int64)
+        purchases = rng.poisson(freq * age / 30.0).astype(np.int64)
+        avg_value = np.round(rng.lognormal(4.2, 0.4, n), 2)
+        tickets = rng.poisson(1.5, n).astype(np.int64)
+        logit = -1.0 + 0.035 * recency - 1.2 * freq + 0.35 * tickets + rng.normal(0, 0.5, n)
+        churned = (logit > 0).astype(np.int32)
+        parts.append(
+            pa.table(
+                {
+                    "customer_id": ids,
+                    "feature_timestamp": pa.array([snapshot_time(day)] * n, pa.timestamp("us")),
+                    "total_purchases": purchases,
+                    "customer_lifetime_value": purchases * avg_value,
+                    "avg_purchase_value": avg_value,
+                    "days_since_last_purchase": recency,
+                    "purchase_frequency": np.round(freq, 4),
+                    "account_age_days": age.astype(np.int64),
+                    "support_tickets": tickets,
+                    "avg_support_resolution_hours": np.round(rng.gamma(2.0, 8.0, n), 2),
+                    "churned": pa.array(churned if labelled else [None] * n, pa.int32()),
+                    "country": pa.array(rng.choice(["NO", "SE", "DK"], n)),
+                }
+            )
+        )
+    return pa.concat_tables(parts)
+
+
+def write_customer_metrics(table: pa.Table | None = None) -> pa.Table:
+    """Write gold.customer_metrics into the current ASGARD_HOME's catalog."""
+    from asgard_provider.hooks.iceberg import IcebergHook
+
+    data = table if table is not None else customer_metrics()
+    IcebergHook().write("gold.customer_metrics", [data], mode="overwrite")
+    return data
+
+
+def run_context(day: date = AS_OF, run_id: str = "scheduled__test") -> dict[str, Any]:
+    """The parts of an Airflow task context the ML operators read."""
+    from airflow.sdk import DAG
+
+    end = datetime.combine(day, time(6), tzinfo=UTC)
+    return {
+        "dag": DAG(dag_id="customer_churn", schedule=None),
+        "run_id": run_id,
+        "logical_date": end,
+        "data_interval_start": end - timedelta(days=1),
+        "data_interval_end": end,
+    }
+
+
+def register_operator(**overrides: Any) -> Any:
+    """A FeastRegisterOperator configured like include/pipelines/customer_churn.yaml."""
+    from asgard_provider.operators.feast import FeastRegisterOperator
+
+    kwargs: dict[str, Any] = {
+        "task_id": "register_features",
+        "feature_view": FEATURE_VIEW,
+        "entity": "customer",
+        "join_key": "customer_id",
+        "source_table": "gold.customer_metrics",
+        "timestamp_field": "feature_timestamp",
+        "features": FEATURES,
+        "ttl_days": 90,
+        "tags": {"team": "ml"},
+        "feature_service": "customer_churn_service",
+    }
+    kwargs.update(overrides)
+    return FeastRegisterOperator(**kwargs)
+
+
+def train_operator(**overrides: Any) -> Any:
+    """An MLflowTrainOperator configured like include/pipelines/customer_churn.yaml (smaller forest)."""
+    from asgard_provider.operators.mlflow import MLflowTrainOperator
+
+    kwargs: dict[str, Any] = {
+        "task_id": "train_model",
+        "script": "churn_training.py",
+        "experiment_name": "customer_churn_prediction",
+        "registered_model_name": "customer_churn_predictor",
+        "features": FEATURE_REFS,
+        "label_table": "gold.customer_metrics",
+        "label_column": "churned",
+        "entity_key": "customer_id",
+        "timestamp_field": "feature_timestamp",
+        "hyperparameters": {"n_estimators": 40, "max_depth": 8},
+        "min_metrics": {"roc_auc": 0.75},
+        "timeout": 600,
+    }
+    kwargs.update(overrides)
+    return MLflowTrainOperator(**kwargs)
+
+
+@pytest.fixture
+def gold_metrics(asgard_home: Path) -> pa.Table:
+    """gold.customer_metrics in a fresh ASGARD_HOME."""
+    return write_customer_metrics()
+
+
+@pytest.fixture(scope="module")
+def ml_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A module-wide ASGARD_HOME with gold.customer_metrics written and the churn features registered."""
+    home = tmp_path_factory.mktemp("ml") / "asgard"
+    home.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ASGARD_HOME", str(home))
+        write_customer_metrics()
+        register_operator().execute(run_context())
+        yield home

@@ -1,0 +1,53 @@
+"""The data-quality gate on real Iceberg tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from asgard_provider.hooks.iceberg import IcebergHook
+from asgard_provider.operators.checks import DataQualityError, IcebergTableCheckOperator
+
+
+def _write(rows: list[dict]) -> int:
+    return IcebergHook().write("gold.m", [pa.Table.from_pylist(rows)])["snapshot_id"]
+
+
+def _op(**kwargs) -> IcebergTableCheckOperator:
+    return IcebergTableCheckOperator(task_id="check", tables=["gold.m"], **kwargs)
+
+
+GOOD = [{"id": i, "day": "2025-11-11", "label": i % 2} for i in range(10)]
+
+
+def test_clean_table_passes_and_reports_its_snapshot(asgard_home: Path) -> None:
+    snapshot = _write(GOOD)
+    result = _op(min_rows=10, not_null=["id"], unique=[["id", "day"]], accepted_values={"label": [0, 1]}).execute({})
+    assert result["gold.m"]["snapshot_id"] == snapshot
+    assert result["gold.m"]["total_records"] == 10
+
+
+def test_every_failed_check_is_listed(asgard_home: Path) -> None:
+    _write([*GOOD, {"id": 3, "day": "2025-11-11", "label": 7}, {"id": None, "day": "2025-11-11", "label": 0}])
+    with pytest.raises(DataQualityError) as info:
+        _op(min_rows=100, not_null=["id"], unique=[["id", "day"]], accepted_values={"label": [0, 1]}).execute({})
+    message = str(info.value)
+    assert "gold.m: 12 rows, expected at least 100" in message
+    assert "gold.m.id: 1 NULL values (not_null)" in message
+    assert "gold.m: 1 duplicated keys (id, day) (unique)" in message
+    assert "gold.m.label: values [7] not in [0, 1] (accepted_values)" in message
+
+
+def test_unknown_column_is_named(asgard_home: Path) -> None:
+    _write(GOOD)
+    with pytest.raises(DataQualityError, match=r"checked columns \['nope'\] do not exist"):
+        _op(not_null=["nope"]).execute({})
+
+
+def test_row_filter_limits_the_checked_rows(asgard_home: Path) -> None:
+    _write([*GOOD, {"id": 1, "day": "2025-11-12", "label": 9}])
+    _op(accepted_values={"label": [0, 1]}, row_filter="day == '2025-11-11'").execute({})
+    with pytest.raises(DataQualityError):
+        _op(accepted_values={"label": [0, 1]}, row_filter="day == '2025-11-12'").execute({})

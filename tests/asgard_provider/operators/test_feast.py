@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from asgard_provider.exceptions import FeatureStoreError
+from asgard_provider.hooks.feast import FeastHook
+from asgard_provider.hooks.iceberg import IcebergHook
+
+from ..conftest import AS_OF, FEATURE_REFS, PRIOR, customer_metrics, register_operator, run_context, snapshot_time
+
+
+def _latest(gold: pa.Table, customer_id: int) -> dict:
+    rows = gold.filter(
+        pc.and_(
+            pc.equal(gold["customer_id"], customer_id),
+            pc.equal(gold["feature_timestamp"], pa.scalar(snapshot_time(AS_OF), pa.timestamp("us"))),
+        )
+    )
+    return rows.to_pylist()[0]
+
+
+def test_registers_view_and_materializes_the_latest_snapshot(gold_metrics: pa.Table) -> None:
+    result = register_operator().execute(run_context())
+    assert result["feature_view"] == "customer_churn_features"
+    assert result["feature_service"] == "customer_churn_service"
+    assert result["features"] == FEATURE_REFS
+    assert result["materialized_rows"] == 2000
+
+    store = FeastHook().get_store()
+    view = store.get_feature_view("customer_churn_features")
+    assert [f.name for f in view.features] == [r.split(":")[1] for r in FEATURE_REFS]
+    assert view.batch_source.iceberg_table == "customer_metrics"  # reads gold in place, no copy
+    assert store.get_entity("customer").join_key == "customer_id"
+    assert store.get_feature_service("customer_churn_service").name == "customer_churn_service"
+
+    online = FeastHook().online_features(
+        FEATURE_REFS, [{"customer_id": 1001}, {"customer_id": 2500}, {"customer_id": 99999}]
+    )
+    for position, customer in enumerate((1001, 2500)):
+        expected = _latest(gold_metrics, customer)
+        assert online["total_purchases"][position] == expected["total_purchases"]
+        assert online["avg_purchase_value"][position] == pytest.approx(expected["avg_purchase_value"])
+    assert online["total_purchases"][2] is None
+
+
+def test_reapplying_is_idempotent(gold_metrics: pa.Table) -> None:
+    register_operator().execute(run_context())
+    again = register_operator().execute(run_context())
+    assert again["materialized_rows"] == 2000
+    store = FeastHook().get_store()
+    assert [v.name for v in store.list_feature_views()] == ["customer_churn_features"]
+    assert [e.name for e in store.list_entities()] == ["customer"]
+
+
+def test_materialization_stops_at_the_data_interval_end(gold_metrics: pa.Table) -> None:
+    # A run whose interval ends before the AS_OF snapshot must not serve that snapshot online.
+    result = register_operator().execute(run_context(day=PRIOR))
+    assert result["materialized_rows"] == 2000
+    online = FeastHook().online_features(FEATURE_REFS[:1], [{"customer_id": 1001}])
+    prior = gold_metrics.filter(pc.equal(gold_metrics["customer_id"], 1001)).to_pylist()[0]
+    assert prior["feature_timestamp"] == snapshot_time(PRIOR)
+    assert online["total_purchases"] == [prior["total_purchases"]]
+
+
+def test_missing_table_is_named(asgard_home: Path) -> None:
+    with pytest.raises(FeatureStoreError, match=r"gold\.customer_metrics"):
+        register_operator().execute(run_context())
+    assert FeastHook().get_store().list_feature_views() == []
+
+
+def test_missing_feature_column_is_named_and_nothing_is_registered(gold_metrics: pa.Table) -> None:
+    features = [{"name": "total_purchases", "dtype": "int64"}, {"name": "lifetime_valu", "dtype": "float64"}]
+    with pytest.raises(FeatureStoreError, match=r"'lifetime_valu' is missing") as err:
+        register_operator(features=features).execute(run_context())
+    assert "gold.customer_metrics" in str(err.value)
+    assert FeastHook().get_store().list_feature_views() == []
+
+
+def test_mistyped_feature_and_missing_timestamp_are_reported_together(asgard_home: Path) -> None:
+    IcebergHook().write("gold.customer_metrics", [customer_metrics(50).drop(["feature_timestamp"])])
+    features = [{"name": "country", "dtype": "int64"}]
+    with pytest.raises(FeatureStoreError) as err:
+        register_operator(features=features).execute(run_context())
+    message = str(err.value)
+    assert "'feature_timestamp' is missing" in message
+    assert "'country' has type string, which cannot hold dtype int64" in message
+
+
+def test_unknown_dtype_is_rejected(gold_metrics: pa.Table) -> None:
+    with pytest.raises(FeatureStoreError, match="unknown feature dtype 'decimal'"):
+        register_operator(features=[{"name": "total_purchases", "dtype": "decimal"}]).execute(run_context())

@@ -1,0 +1,128 @@
+"""The DAG the factory builds: schedule with data intervals, trigger-form params, assets per Iceberg table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from asgard_provider.exceptions import PipelineConfigError
+from asgard_provider.pipeline.config import load_pipeline_config
+from asgard_provider.pipeline.factory import build_dag
+
+REPO = Path(__file__).resolve().parents[3]
+INCLUDE = REPO / "include"
+
+
+def _dag(tmp_path: Path, config: dict, name: str = "p"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return build_dag(load_pipeline_config(path, base_dir=INCLUDE), base_dir=INCLUDE, config_path=path)
+
+
+def _churn():
+    path = INCLUDE / "pipelines" / "customer_churn.yaml"
+    return build_dag(load_pipeline_config(path, base_dir=INCLUDE), base_dir=INCLUDE, config_path=path)
+
+
+def test_cron_schedule_has_data_intervals() -> None:
+    import pendulum
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    dag = _churn()
+    assert isinstance(dag.timetable, CronDataIntervalTimetable)
+    # A run at 06:00 covers the previous day: as_of (data_interval_end) is the run's day.
+    interval = dag.timetable.infer_manual_data_interval(run_after=pendulum.datetime(2025, 11, 11, 6))
+    assert (interval.start.isoformat(), interval.end.isoformat()) == (
+        "2025-11-10T06:00:00+00:00",
+        "2025-11-11T06:00:00+00:00",
+    )
+
+
+def test_trigger_form_params_are_typed_and_default_to_the_config() -> None:
+    dag = _churn()
+    params = dag.params
+    assert params["hyperparameters"] == {"n_estimators": 100, "max_depth": 10}
+    schema = params.get_param("hyperparameters").schema
+    assert schema["type"] == "object"
+    train = dag.get_task("train_model")
+    assert train.hyperparameters == "{{ params.hyperparameters | tojson }}"
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    with pytest.raises(ParamValidationError):
+        params.get_param("hyperparameters").resolve("not an object")
+
+
+def test_every_written_table_is_an_asset_outlet() -> None:
+    dag = _churn()
+    outlets = {t.task_id: sorted(a.name for a in t.outlets) for t in dag.tasks if t.outlets}
+    assert outlets["ingest_customers"] == ["bronze.customers"]
+    assert outlets["clean_transactions"] == ["silver.transactions_cleaned", "silver.transactions_cleaned_quarantine"]
+    assert outlets["batch_inference"] == ["gold.customer_churn_predictions"]
+    uris = {a.uri for t in dag.tasks for a in t.outlets}
+    assert "iceberg://iceberg/gold/customer_metrics" in uris
+
+
+def test_incremental_stage_gets_interval_and_full_refresh_param(tmp_path: Path) -> None:
+    dag = _dag(
+        tmp_path,
+        {
+            "pipeline": "p",
+            "schedule": "@hourly",
+            "ingest": [
+                {
+                    "name": "ingest_transactions",
+                    "source": {"connection": "asgard_transactions_db", "table": "transactions"},
+                    "target": "bronze.transactions",
+                    "incremental": {"cursor": "created_at"},
+                }
+            ],
+        },
+    )
+    task = dag.get_task("ingest_transactions")
+    assert task.cursor_column == "created_at"
+    assert (task.interval_start, task.interval_end) == ("{{ data_interval_start }}", "{{ data_interval_end }}")
+    assert task.full_refresh == "{{ params.full_refresh }}"
+    assert dag.params["full_refresh"] is False
+
+
+def test_schedule_on_another_pipelines_gold_asset(tmp_path: Path) -> None:
+    dag = _dag(
+        tmp_path,
+        {
+            "pipeline": "p",
+            "schedule_on": ["gold.customer_metrics"],
+            "ingest": [
+                {"name": "copy", "source": {"connection": "c", "table": "t"}, "target": "bronze.t"},
+            ],
+        },
+    )
+    from airflow.sdk import Asset
+
+    (asset,) = dag.timetable.asset_condition.objects
+    assert asset == Asset(name="gold.customer_metrics", uri="iceberg://iceberg/gold/customer_metrics", group="iceberg")
+
+
+def test_schedule_and_schedule_on_conflict(tmp_path: Path) -> None:
+    with pytest.raises(PipelineConfigError, match="schedule_on") as info:
+        _dag(tmp_path, {"pipeline": "p", "schedule": "@daily", "schedule_on": ["gold.x"]})
+    assert str(tmp_path / "p.yaml") in str(info.value)
+
+
+def test_incremental_needs_a_database_source(tmp_path: Path) -> None:
+    with pytest.raises(PipelineConfigError, match="incremental"):
+        _dag(
+            tmp_path,
+            {
+                "pipeline": "p",
+                "ingest": [
+                    {
+                        "name": "files",
+                        "source": {"path": "/x.jsonl"},
+                        "target": "bronze.x",
+                        "incremental": {"cursor": "ts"},
+                    }
+                ],
+            },
+        )

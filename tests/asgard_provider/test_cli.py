@@ -1,0 +1,184 @@
+"""The ``asgard`` CLI: scaffold, show and tables against real files and a real embedded Iceberg catalog."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from asgard_provider.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """An empty DAG bundle (include/ + dags/) that the CLI finds through $ASGARD_INCLUDE_DIR."""
+    include, dags = tmp_path / "bundle" / "include", tmp_path / "bundle" / "dags"
+    (include / "pipelines").mkdir(parents=True)
+    dags.mkdir()
+    monkeypatch.setenv("ASGARD_INCLUDE_DIR", str(include))
+    return include, dags
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_new_pipeline_scaffold_passes_strict_validation_and_builds_its_dag(
+    bundle: tuple[Path, Path], asgard_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    include, dags = bundle
+    code, out, _ = _run(capsys, "new", "pipeline", "store_sales")
+    assert code == 0
+    expected = [
+        include / "pipelines" / "store_sales.yaml",
+        include / "sql" / "store_sales" / "store_sales_cleaned.sql",
+        include / "dbt" / "store_sales" / "dbt_project.yml",
+        include / "dbt" / "store_sales" / "profiles.yml",
+        include / "dbt" / "store_sales" / "models" / "gold" / "store_sales_features.sql",
+        include / "training" / "store_sales_training.py",
+        dags / "store_sales.py",
+    ]
+    for path in expected:
+        assert path.is_file(), path
+        assert f"created {path}" in out
+    assert "__NAME__" not in "".join(p.read_text() for p in include.rglob("*") if p.is_file())
+
+    code, out, _ = _run(capsys, "validate", "--strict")
+    assert code == 0, out
+    assert out.startswith("ok ") and "pipeline store_sales" in out
+
+    # The DAG stub builds every stage (dbt parses the scaffolded project), and `show` lists exactly its tasks.
+    from asgard_provider.pipeline.factory import dag_from_file
+
+    dag = dag_from_file(dags / "store_sales.py")
+    code, out, _ = _run(capsys, "show", "store_sales", "--json")
+    assert code == 0
+    shown = json.loads(out)
+    assert [s["stage"] for s in shown["stages"]] == ["ingest", "transform", "dbt", "features", "train", "predict"]
+    listed = {task for stage in shown["stages"] for task in stage["tasks"]}
+    assert listed == {t for t in dag.task_ids if not t.startswith("gold.")} | {"gold.store_sales_features"}
+    assert any(t.startswith("gold.store_sales_features") for t in dag.task_ids)
+
+
+def test_new_pipeline_refuses_to_overwrite_and_rejects_bad_names(
+    bundle: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    include, _ = bundle
+    sql = include / "sql" / "demand" / "demand_cleaned.sql"
+    sql.parent.mkdir(parents=True)
+    sql.write_text("-- mine\nSELECT 1")
+    code, _, err = _run(capsys, "new", "pipeline", "demand")
+    assert code == 1
+    assert str(sql) in err and "already exists" in err
+    assert sql.read_text() == "-- mine\nSELECT 1"
+    assert not (include / "pipelines" / "demand.yaml").exists(), "nothing is written when one file exists"
+
+    code, _, err = _run(capsys, "new", "pipeline", "Bad-Name")
+    assert code == 1 and "lowercase letters" in err
+    assert list((include / "pipelines").iterdir()) == []
+
+
+def test_show_lists_stages_tasks_and_tables_of_the_churn_pipeline(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "show", "customer_churn", "--json")
+    assert code == 0
+    stages = {s["name"]: s for s in json.loads(out)["stages"]}
+    assert stages["ingest_transactions"]["reads"] == ["sql:asgard_transactions_db/transactions"]
+    assert stages["ingest_transactions"]["writes"] == ["bronze.transactions"]
+    assert stages["clean_customers"]["tasks"] == ["clean_customers", "check_clean_customers"]
+    assert stages["clean_customers"]["reads"] == ["bronze.customers"]
+    assert stages["clean_customers"]["writes"] == ["silver.customers_cleaned", "silver.customers_cleaned_quarantine"]
+    assert set(stages["customer_churn"]["reads"]) == {
+        "silver.customers_cleaned",
+        "silver.transactions_cleaned",
+        "silver.support_tickets_cleaned",
+    }
+    assert stages["customer_churn"]["writes"] == ["gold.customer_metrics"]
+    predict = stages["gold.customer_churn_predictions"]
+    assert predict["reads"] == ["mlflow:customer_churn_predictor@champion", "gold.customer_metrics"]
+
+    code, text, _ = _run(capsys, "show", "customer_churn")
+    assert code == 0
+    assert "transform: clean_transactions" in text and "writes  gold.customer_metrics" in text
+
+
+def test_show_names_unknown_and_invalid_pipelines(
+    bundle: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    include, _ = bundle
+    (include / "pipelines" / "broken.yaml").write_text("pipeline: broken\nschedule: 'every day'\n")
+    code, _, err = _run(capsys, "show", "nope")
+    assert code == 1 and "no pipeline 'nope'" in err and "broken" in err
+    code, _, err = _run(capsys, "show", "broken")
+    assert code == 1 and "broken.yaml" in err and "schedule" in err
+
+
+def test_tables_reports_snapshot_rows_and_commit_time(asgard_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from asgard_provider.hooks.iceberg import IcebergHook
+
+    code, out, _ = _run(capsys, "tables")
+    assert code == 0 and out.strip() == "no tables"
+
+    hook = IcebergHook()
+    before = datetime.now(UTC).replace(microsecond=0)
+    hook.write("bronze.events", [pa.table({"id": list(range(5))})], mode="overwrite")
+    hook.write("bronze.events", [pa.table({"id": list(range(3))})], mode="append")
+    hook.write("gold.scores", [pa.table({"id": [1, 2], "score": [0.1, 0.9]})], mode="overwrite")
+
+    code, out, _ = _run(capsys, "tables", "--json")
+    assert code == 0
+    rows = {r["table"]: r for r in json.loads(out)}
+    assert set(rows) == {"bronze.events", "gold.scores"}
+    events = hook.load_table("bronze.events").current_snapshot()
+    assert rows["bronze.events"]["snapshot_id"] == events.snapshot_id
+    assert rows["bronze.events"]["rows"] == 8
+    assert rows["gold.scores"]["rows"] == 2
+    committed = datetime.fromisoformat(rows["bronze.events"]["committed_at"])
+    assert committed == datetime.fromtimestamp(events.timestamp_ms // 1000, UTC)
+    assert committed >= before
+
+    code, out, _ = _run(capsys, "tables", "--namespace", "gold")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["table", "snapshot_id", "rows"]
+    assert len(lines) == 2 and lines[1].split()[:3] == ["gold.scores", str(rows["gold.scores"]["snapshot_id"]), "2"]
+
+
+def test_tables_reports_an_unreachable_catalog(
+    asgard_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conn = {"conn_type": "asgard_iceberg", "host": "http://127.0.0.1:9/catalog", "extra": {"catalog_type": "rest"}}
+    monkeypatch.setenv("AIRFLOW_CONN_BROKEN_CATALOG", json.dumps(conn))
+    code, _, err = _run(capsys, "tables", "--conn-id", "broken_catalog")
+    assert code == 1
+    assert err.startswith("FAIL ")
+    assert "cannot open Iceberg catalog 'broken_catalog'" in err and "Connection refused" in err, err
+
+
+def test_docs_config_prints_the_committed_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "docs", "config")
+    assert code == 0
+    assert out == (REPO / "docs" / "config.md").read_text(), (
+        "docs/config.md is stale: asgard docs config > docs/config.md"
+    )
+
+
+def test_config_reference_documents_every_key_of_every_model() -> None:
+    from asgard_provider.config_docs import _models, config_reference
+    from asgard_provider.pipeline.config import PipelineConfig
+
+    text = config_reference()
+    models = _models(PipelineConfig)
+    assert {"IngestStage", "TransformStage", "DbtStage", "FeaturesStage", "TrainStage", "PredictStage"} <= {
+        m.__name__ for m in models
+    }
+    for model in models:
+        section = text.split(f"\n## {model.__name__}\n", 1)[1].split("\n## ", 1)[0]
+        for name in model.model_fields:
+            assert f"| `{name}` |" in section, f"{model.__name__}.{name} missing from docs/config.md"

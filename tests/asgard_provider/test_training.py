@@ -1,0 +1,115 @@
+"""TrainingContext: point-in-time correct training sets, pinned label snapshots, deterministic holdout split."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from asgard_provider.hooks.feast import FeastHook
+from asgard_provider.hooks.iceberg import IcebergHook
+from asgard_provider.training import EVENT_TIMESTAMP, TrainingContext
+
+from .conftest import (
+    AS_OF,
+    FEATURE_REFS,
+    FEATURES,
+    PRIOR,
+    customer_metrics,
+    register_operator,
+    run_context,
+    snapshot_time,
+    write_customer_metrics,
+)
+
+COLUMNS = [f["name"] for f in FEATURES]
+#: Planted values no real customer has: any of them in a training row means the future leaked.
+EXTREME = 10**9
+
+
+def _context(**overrides: object) -> TrainingContext:
+    kwargs: dict[str, object] = {
+        "feast_repo_path": str(FeastHook().repo_path()),
+        "features": FEATURE_REFS,
+        "label_table": "gold.customer_metrics",
+        "label_column": "churned",
+        "entity_key": "customer_id",
+        "timestamp_field": "feature_timestamp",
+        "catalog": IcebergHook().settings.as_dict(),
+    }
+    kwargs.update(overrides)
+    return TrainingContext(**kwargs)  # type: ignore[arg-type]
+
+
+def _extreme(rows: pa.Table, when: pd.Timestamp | object, label: int | None) -> pa.Table:
+    """Copy of ``rows`` moved to ``when`` with every feature set to EXTREME (and ``label``)."""
+    n = rows.num_rows
+    data = {name: rows[name] for name in rows.column_names}
+    data["feature_timestamp"] = pa.array([when] * n, pa.timestamp("us"))
+    for column in COLUMNS:
+        data[column] = pa.array([EXTREME] * n, rows.schema.field(column).type)
+    data["churned"] = pa.array([label] * n, pa.int32())
+    return pa.table(data, schema=rows.schema)
+
+
+def test_future_feature_values_never_reach_earlier_training_rows(asgard_home: Path) -> None:
+    """Two labelled snapshots; the later one, and a row one second after PRIOR, carry extreme values."""
+    base = customer_metrics(n=300)
+    prior = base.filter(pc.equal(base["feature_timestamp"], pa.scalar(snapshot_time(PRIOR), pa.timestamp("us"))))
+    later = _extreme(prior, snapshot_time(AS_OF), label=1)  # labelled: it is in the training set too
+    just_after = _extreme(prior, snapshot_time(PRIOR) + timedelta(seconds=1), label=None)
+    write_customer_metrics(pa.concat_tables([prior, later, just_after]))
+    register_operator(materialize=False).execute(run_context())
+
+    frame = _context().training_frame()
+
+    assert len(frame) == 600  # PRIOR and AS_OF rows; the unlabelled planted row is no training example
+    at_prior = frame[frame[EVENT_TIMESTAMP] == pd.Timestamp(snapshot_time(PRIOR), tz="UTC")]
+    at_as_of = frame[frame[EVENT_TIMESTAMP] == pd.Timestamp(snapshot_time(AS_OF), tz="UTC")]
+    assert len(at_prior) == len(at_as_of) == 300
+    assert (at_prior[COLUMNS] < EXTREME).all().all(), "a value from after the entity timestamp leaked"
+    expected = prior.to_pandas().set_index("customer_id").sort_index()
+    got = at_prior.set_index("customer_id").sort_index()
+    for column in COLUMNS:
+        np.testing.assert_allclose(got[column].astype("float64"), expected[column].astype("float64"))
+    np.testing.assert_array_equal(got["churned"], expected["churned"])
+    # The later rows do see their own (extreme) values: the join is point-in-time, not "earliest row".
+    assert (at_as_of[COLUMNS] == EXTREME).all().all()
+
+
+def test_labels_come_from_the_pinned_snapshot(asgard_home: Path) -> None:
+    base = customer_metrics(n=200)
+    write_customer_metrics(base)
+    pinned = IcebergHook().load_table("gold.customer_metrics").current_snapshot().snapshot_id
+    flipped = base.set_column(
+        base.schema.get_field_index("churned"), "churned", pc.subtract(pa.scalar(1, pa.int32()), base["churned"])
+    )
+    write_customer_metrics(flipped)
+    register_operator(materialize=False).execute(run_context())
+
+    old = _context(label_snapshot_id=pinned).entity_df().sort_values("customer_id", ignore_index=True)
+    new = _context().entity_df().sort_values("customer_id", ignore_index=True)
+    assert len(old) == len(new) == 200
+    assert (old["churned"] + new["churned"] == 1).all()
+
+
+def test_split_is_by_entity_deterministic_and_stable(asgard_home: Path) -> None:
+    ctx = _context(feast_repo_path=str(asgard_home))
+    frame = customer_metrics(n=2000).to_pandas()  # two rows per customer
+    train, holdout = ctx.split(frame)
+    assert len(train) + len(holdout) == len(frame)
+    assert not set(train["customer_id"]) & set(holdout["customer_id"]), "a customer is on both sides"
+    assert 0.17 < holdout["customer_id"].nunique() / 2000 < 0.23
+    _, again_holdout = ctx.split(frame.sample(frac=1.0, random_state=3))
+    assert set(again_holdout["customer_id"]) == set(holdout["customer_id"])
+    # More customers later: the earlier held-out ones stay held out (never trained on by a later model).
+    bigger = customer_metrics(n=3000, seed=11).to_pandas()
+    _, bigger_holdout = ctx.split(bigger)
+    assert set(holdout["customer_id"]) <= set(bigger_holdout["customer_id"])
+    with pytest.raises(Exception, match="holdout_fraction"):
+        ctx.split(frame, holdout_fraction=1.5)

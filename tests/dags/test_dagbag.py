@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _dagbag(dags: Path):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(dags), safe_mode=False)
+
+
+def test_shipped_dags_import_without_errors() -> None:
+    bag = _dagbag(REPO / "dags")
+    assert bag.import_errors == {}
+    assert "customer_churn" in bag.dags
+
+
+def test_churn_dag_has_every_stage_in_order() -> None:
+    dag = _dagbag(REPO / "dags").dags["customer_churn"]
+    ids = set(dag.task_ids)
+    for task_id in (
+        "ingest_customers",
+        "ingest_transactions",
+        "ingest_support_tickets",
+        "clean_customers",
+        "clean_transactions",
+        "clean_support_tickets",
+        "register_features",
+        "train_model",
+        "batch_inference",
+    ):
+        assert task_id in ids
+    assert any(t.startswith("gold.") for t in ids), "the dbt models are rendered as the 'gold' task group"
+    clean = dag.get_task("clean_transactions")
+    assert clean.upstream_task_ids == {"ingest_transactions"}
+    assert dag.get_task("batch_inference").upstream_task_ids == {"train_model"}
+    assert dag.get_task("train_model").upstream_task_ids == {"register_features"}
+
+
+def test_a_broken_config_fails_only_its_own_dag_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    include = tmp_path / "include"
+    shutil.copytree(REPO / "include", include, ignore=shutil.ignore_patterns("target", "logs"))
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    shutil.copy(REPO / "dags" / "customer_churn.py", dags / "customer_churn.py")
+    (include / "pipelines" / "broken_one.yaml").write_text("pipeline: broken_one\nschedule: 'not a cron'\n")
+    shutil.copy(REPO / "dags" / "customer_churn.py", dags / "broken_one.py")
+    monkeypatch.setenv("ASGARD_INCLUDE_DIR", str(include))
+    bag = _dagbag(dags)
+    assert set(bag.import_errors) == {str(dags / "broken_one.py")}
+    error = bag.import_errors[str(dags / "broken_one.py")]
+    assert "broken_one.yaml" in error and "schedule" in error
+    assert "customer_churn" in bag.dags
+
+
+def test_plugins_folder_does_not_shadow_libraries(tmp_path: Path) -> None:
+    """Airflow imports every .py under plugins/ as a top-level module unless .airflowignore excludes it."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from airflow import plugins_manager\n"
+        "plugins_manager.get_plugin_info()\n"
+        "import cosmos, feast, mlflow\n"
+        "print(cosmos.__file__, feast.__file__, mlflow.__file__)\n"
+    )
+    env = {
+        **os.environ,
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "site-packages" in out.stdout and "asgard_provider" not in out.stdout, out.stdout
