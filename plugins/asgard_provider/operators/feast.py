@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from asgard_provider.catalog import CATALOG_NAME, CatalogSettings, split_table_n
 from asgard_provider.exceptions import CatalogError, FeatureStoreError
 from asgard_provider.hooks.feast import FeastHook
 from asgard_provider.hooks.iceberg import IcebergHook
+from asgard_provider.lineage import LineageMixin, feast_namespace
 
 #: Declared feature dtype -> Iceberg column types it may be read from.
 COMPATIBLE_TYPES: dict[str, tuple[str, ...]] = {
@@ -61,8 +63,13 @@ def iceberg_source(settings: CatalogSettings, table: str, timestamp_field: str) 
     }
     if settings.type == "rest":
         return IcebergSource(catalog_type="rest", endpoint=settings.uri, **common)
-    props = {k: v for k, v in settings.pyiceberg_properties().items() if k != "type"}
+    # The source is stored in the Feast registry: object-store keys stay out of it, and readers take them from
+    # the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, e.g. a Kubernetes Secret).
+    props = {k: v for k, v in settings.pyiceberg_properties().items() if k != "type" and not _STORE_SECRET.search(k)}
     return IcebergSource(catalog_type=settings.type, catalog_properties=props, **common)
+
+
+_STORE_SECRET = re.compile(r"(access-key|secret|session-token|token)", re.I)
 
 
 def interval_end(context: Context) -> datetime:
@@ -75,7 +82,7 @@ def interval_end(context: Context) -> datetime:
     return datetime.now(UTC)
 
 
-class FeastRegisterOperator(BaseOperator):
+class FeastRegisterOperator(LineageMixin, BaseOperator):
     """Register an entity, a feature view over an Iceberg table and (optionally) a feature service.
 
     The view reads ``source_table`` in place through the shared Iceberg catalog. Declared features are
@@ -128,6 +135,7 @@ class FeastRegisterOperator(BaseOperator):
         feast = FeastHook(self.feast_conn_id)
         feast.apply(objects)
         self.log.info("registered %s in Feast project %r", ", ".join(o.name for o in objects), feast.project)
+        self.lineage_input(self.source_table, table=iceberg.load_table(self.source_table))
         result: dict[str, Any] = {
             "project": feast.project,
             "entity": self.entity,
@@ -150,6 +158,12 @@ class FeastRegisterOperator(BaseOperator):
                 start,
                 end,
             )
+        self.lineage_output(
+            self.feature_view,
+            namespace=feast_namespace(feast.project),
+            rows=result["materialized_rows"],
+            fields=[(self.join_key, columns[self.join_key])] + [(f["name"], f["dtype"]) for f in self.features],
+        )
         return result
 
     def _validate(self, iceberg: IcebergHook) -> dict[str, str]:
