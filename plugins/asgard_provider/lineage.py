@@ -7,7 +7,9 @@ Operators mix in :class:`LineageMixin`, call :meth:`LineageMixin.lineage_input` 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from asgard_provider.catalog import CATALOG_NAME, split_table_name
 
@@ -15,14 +17,40 @@ from asgard_provider.catalog import CATALOG_NAME, split_table_name
 ICEBERG_NAMESPACE = f"iceberg://{CATALOG_NAME}"
 
 
-def _schema_facet(table: Any) -> dict[str, Any]:
+def feast_namespace(project: str) -> str:
+    """OpenLineage namespace of a Feast project's feature views: ``feast://<project>``."""
+    return f"feast://{project}"
+
+
+def mlflow_namespace(tracking_uri: str) -> str:
+    """OpenLineage namespace of an MLflow registry: ``mlflow://<host:port>``, or the store path when it has no host.
+
+    Credentials in the URI are dropped.
+    """
+    parts = urlsplit(tracking_uri)
+    host = parts.hostname or ""
+    if host:
+        return f"mlflow://{host}" + (f":{parts.port}" if parts.port else "")
+    path = parts.path or tracking_uri
+    return "mlflow:///" + path.lstrip("/")
+
+
+def model_dataset_name(name: str, version: str | int) -> str:
+    """Dataset name of one registered model version: ``models/<name>/<version>``."""
+    return f"models/{name}/{version}"
+
+
+def _schema_facet(table: Any = None, fields: Sequence[tuple[str, str]] | None = None) -> dict[str, Any]:
     from openlineage.client.generated.schema_dataset import SchemaDatasetFacet, SchemaDatasetFacetFields
 
-    try:
-        fields = [SchemaDatasetFacetFields(name=f.name, type=str(f.field_type)) for f in table.schema().fields]
-    except Exception:
-        return {}
-    return {"schema": SchemaDatasetFacet(fields=fields)}
+    if fields is None:
+        if table is None:
+            return {}
+        try:
+            fields = [(f.name, str(f.field_type)) for f in table.schema().fields]
+        except Exception:
+            return {}
+    return {"schema": SchemaDatasetFacet(fields=[SchemaDatasetFacetFields(name=n, type=t) for n, t in fields])}
 
 
 class LineageMixin:
@@ -34,25 +62,38 @@ class LineageMixin:
             self._ol_outputs: list[Any] = []
         return self._ol_inputs, self._ol_outputs
 
-    def lineage_input(self, name: str, *, namespace: str = ICEBERG_NAMESPACE, table: Any = None) -> None:
-        """Record a dataset the task read (``table``: the pyiceberg table, for its schema)."""
+    def lineage_input(
+        self,
+        name: str,
+        *,
+        namespace: str = ICEBERG_NAMESPACE,
+        table: Any = None,
+        fields: Sequence[tuple[str, str]] | None = None,
+    ) -> None:
+        """Record a dataset the task read (schema from ``table``, a pyiceberg table, or ``fields``: name, type)."""
         from openlineage.client.event_v2 import InputDataset
 
         inputs, _ = self._lineage_lists()
-        facets = _schema_facet(table) if table is not None else {}
+        facets = _schema_facet(table, fields)
         dataset = InputDataset(namespace=namespace, name=_name(name, namespace), facets=facets)
         if all((d.namespace, d.name) != (dataset.namespace, dataset.name) for d in inputs):
             inputs.append(dataset)
 
     def lineage_output(
-        self, name: str, *, namespace: str = ICEBERG_NAMESPACE, table: Any = None, rows: int | None = None
+        self,
+        name: str,
+        *,
+        namespace: str = ICEBERG_NAMESPACE,
+        table: Any = None,
+        rows: int | None = None,
+        fields: Sequence[tuple[str, str]] | None = None,
     ) -> None:
-        """Record a dataset the task wrote, with its schema and the rows written."""
+        """Record a dataset the task wrote, with its schema (``table`` or ``fields``) and the rows written."""
         from openlineage.client.event_v2 import OutputDataset
         from openlineage.client.generated.output_statistics_output_dataset import OutputStatisticsOutputDatasetFacet
 
         _, outputs = self._lineage_lists()
-        facets = _schema_facet(table) if table is not None else {}
+        facets = _schema_facet(table, fields)
         output_facets: dict[str, Any] = {}
         if rows is not None:
             output_facets["outputStatistics"] = OutputStatisticsOutputDatasetFacet(rowCount=rows)
