@@ -20,13 +20,14 @@ export AIRFLOW_CONN_ASGARD_TRANSACTIONS_DB ?= {"conn_type": "sqlite", "host": "$
 DEMO_DATE ?= 2025-11-11
 STAMP := $(VENV)/.installed
 
-.PHONY: help install system-deps data airflow-db demo report test test-fast lint validate clean
+.PHONY: help install system-deps data airflow-db demo report test test-fast lint validate clean bench
 
 help:
 	@echo "make demo      set up everything and run the churn pipeline end to end (embedded, no servers)"
 	@echo "make test      unit tests + end-to-end pipeline tests"
 	@echo "make validate  check every include/pipelines/*.yaml without Airflow running"
 	@echo "make lint      ruff + mypy"
+	@echo "make bench     benchmarks (end to end vs a bare script, parse time, throughput); see docs/performance.md"
 
 system-deps:
 	@./.ci/system-deps
@@ -70,6 +71,14 @@ test: install
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not e2e and not spark"
+
+# BENCH_SCALES="1 10" adds the 10x runs; each benchmark uses its own temporary ASGARD_HOME/AIRFLOW_HOME.
+BENCH_SCALES ?= 1
+bench: $(STAMP)
+	$(BIN)/uv pip install --python $(PYTHON) -q -r benchmarks/requirements.txt
+	$(PYTHON) benchmarks/e2e.py --scale $(BENCH_SCALES)
+	$(PYTHON) benchmarks/parse_time.py
+	$(PYTHON) benchmarks/throughput.py --scale $(BENCH_SCALES)
 
 clean:
 	rm -rf $(ASGARD_HOME)

@@ -1,0 +1,273 @@
+"""DAG-processor-style parse time of Asgard's dags/ with 1..100 pipeline configs, against dag-factory.
+
+    .venv/bin/python benchmarks/parse_time.py [--configs 1 10 50 100] [--dbt-models 1 20] [--repeat 3]
+
+Every measurement runs in a fresh interpreter (as a DAG processor parses a bundle): Airflow is imported first
+(the processor has it loaded already; reported separately), then ``DagBag`` collects the folder and the time
+of that call is the parse time. Each case is a temporary bundle: ``include/`` copied from the repo with N copies
+of ``customer_churn.yaml`` (pipeline ids ``churn_000``...), and ``dags/`` with one three-line stub per config,
+like ``dags/customer_churn.py``. The dbt project gets 1 model (the real one) or 20 (19 renamed copies) to show
+that the cached manifest keeps parsing free of ``dbt ls``: "cold" is the first parse of a fresh ASGARD_HOME
+(it runs ``dbt parse`` once), "warm" every later parse.
+
+dag-factory (``benchmarks/requirements.txt``) builds DAGs of the same shape (same task ids, groups and edges,
+``EmptyOperator`` tasks) from one YAML per DAG, loaded by one stub per YAML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import PYTHON, REPO, isolated_env, load_average, table
+
+ASGARD_STUB = (
+    '"""Pipeline {name} (parse benchmark copy of customer_churn)."""\n\n'
+    "from asgard_provider.pipeline.factory import dag_from_file\n\n"
+    "dag = dag_from_file(__file__)\n"
+)
+DAGFACTORY_STUB = (
+    '"""dag-factory loader for {name}.yaml (parse benchmark)."""\n\n'
+    "import dagfactory\n\n"
+    'dagfactory.load_yaml_dags(globals_dict=globals(), config_filepath="{path}")\n'
+)
+EMPTY = "airflow.providers.standard.operators.empty.EmptyOperator"
+
+
+def measure(dags_dir: Path, out: Path) -> None:
+    """In a fresh interpreter: import Airflow, then time DagBag over ``dags_dir``."""
+    t0 = time.perf_counter()
+    from airflow.dag_processing.dagbag import DagBag
+
+    imported = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    bag = DagBag(dag_folder=str(dags_dir), safe_mode=False, load_op_links=False)
+    parse = time.perf_counter() - t1
+    durations = sorted(s.duration.total_seconds() for s in bag.dagbag_stats)
+    import resource
+
+    result = {
+        "airflow_import_s": imported,
+        "parse_s": parse,
+        "dags": len(bag.dags),
+        "tasks": sum(len(d.tasks) for d in bag.dags.values()),
+        "errors": {k: v[-500:] for k, v in bag.import_errors.items()},
+        "first_file_s": max(durations) if durations else 0.0,
+        "median_file_s": statistics.median(durations) if durations else 0.0,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if bag.dags:
+        dag = next(iter(bag.dags.values()))
+        result["shape"] = [
+            {
+                "task_id": t.task_id,
+                "group": t.task_group.group_id if t.task_group else None,
+                "upstream": sorted(t.upstream_task_ids),
+            }
+            for t in dag.tasks
+        ]
+    out.write_text(json.dumps(result))
+
+
+def asgard_bundle(root: Path, configs: int, dbt_models: int) -> Path:
+    """A bundle with ``configs`` churn pipelines whose dbt project has ``dbt_models`` models; returns dags/."""
+    include = root / "include"
+    shutil.copytree(REPO / "include", include, ignore=shutil.ignore_patterns("target", "logs", "__pycache__"))
+    for old in (include / "pipelines").glob("*.y*ml"):
+        old.unlink()
+    gold = include / "dbt" / "customer_churn" / "models" / "gold"
+    model = (gold / "customer_metrics.sql").read_text()
+    for k in range(1, dbt_models):
+        copy = model.replace("gold.customer_metrics", f"gold.customer_metrics_{k:02d}")
+        copy = copy.replace("/customer_metrics-", f"/customer_metrics_{k:02d}-")
+        (gold / f"customer_metrics_{k:02d}.sql").write_text(copy)
+    source = (REPO / "include" / "pipelines" / "customer_churn.yaml").read_text()
+    dags = root / "dags"
+    dags.mkdir()
+    for i in range(configs):
+        name = f"churn_{i:03d}"
+        text = re.sub(r"^pipeline: .*$", f"pipeline: {name}", source, count=1, flags=re.MULTILINE)
+        (include / "pipelines" / f"{name}.yaml").write_text(text)
+        (dags / f"{name}.py").write_text(ASGARD_STUB.format(name=name))
+    return dags
+
+
+def dagfactory_bundle(root: Path, configs: int, shape: list[dict]) -> Path:
+    """``configs`` dag-factory YAML files with the task shape of the churn DAG, one loader stub each."""
+    yamls, dags = root / "configs", root / "dags"
+    yamls.mkdir(parents=True)
+    dags.mkdir(parents=True)
+    groups = sorted({t["group"] for t in shape if t["group"]})
+    for i in range(configs):
+        name = f"churn_{i:03d}"
+        tasks = []
+        for t in shape:
+            entry: dict = {
+                "task_id": t["task_id"].rsplit(".", 1)[-1] if t["group"] else t["task_id"],
+                "operator": EMPTY,
+            }
+            if t["group"]:
+                entry["task_group_name"] = t["group"]
+            ups = [u.rsplit(".", 1)[-1] for u in t["upstream"]]
+            if ups:
+                entry["dependencies"] = ups
+            tasks.append(entry)
+        config = {
+            name: {
+                "default_args": {"owner": "asgard", "start_date": "2025-11-01", "retries": 1},
+                "schedule": "0 6 * * *",
+                "catchup": False,
+                "tags": ["churn", "ml"],
+                "description": "dag-factory equivalent of the churn pipeline",
+                "task_groups": [{"group_name": g} for g in groups],
+                "tasks": tasks,
+            }
+        }
+        path = yamls / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        (dags / f"{name}.py").write_text(DAGFACTORY_STUB.format(name=name, path=path))
+    return dags
+
+
+def run_measure(dags: Path, env: dict[str, str]) -> dict:
+    out = dags.parent / f"measure-{time.monotonic_ns()}.json"
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [str(PYTHON), __file__, "--measure", str(dags), str(out)], env=env, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise SystemExit(f"parse measurement of {dags} failed")
+    result = json.loads(out.read_text())
+    result["process_s"] = time.perf_counter() - t0
+    if result["errors"]:
+        raise SystemExit(f"import errors in {dags}: {json.dumps(result['errors'], indent=1)}")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", type=int, nargs="+", default=[1, 10, 50, 100])
+    parser.add_argument("--dbt-models", type=int, nargs="+", default=[1, 20])
+    parser.add_argument("--repeat", type=int, default=3, help="warm measurements per case (the median is shown)")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--measure", nargs=2, type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        measure(*args.measure)
+        return
+
+    print(f"# parse time ({load_average()})\n")
+    results = []
+    shape: list[dict] | None = None
+    with tempfile.TemporaryDirectory(prefix="asgard-bench-parse-") as tmp:
+        work = Path(tmp)
+        for models in args.dbt_models:
+            for n in args.configs:
+                case = work / f"asgard-{models}m-{n}"
+                dags = asgard_bundle(case, n, models)
+                env = isolated_env(case / "home")
+                env["ASGARD_INCLUDE_DIR"] = str(case / "include")
+                env["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags)
+                # The cold parse runs `dbt parse`, which can exceed the default 30 s import timeout on a busy
+                # 2-core machine; the warm parses below run with the default.
+                cold = run_measure(dags, {**env, "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "300"})
+                warm = [run_measure(dags, env) for _ in range(args.repeat)]
+                med = sorted(warm, key=lambda r: r["parse_s"])[len(warm) // 2]
+                if shape is None and models == 1:
+                    shape = med.get("shape")
+                results.append({"tool": "asgard", "dbt_models": models, "configs": n, "cold": cold, "warm": med})
+                print(
+                    f"asgard   {models:>2} dbt models {n:>3} configs: {med['dags']} DAGs/{med['tasks']} tasks, "
+                    f"parse {med['parse_s']:.2f}s warm, {cold['parse_s']:.2f}s cold",
+                    flush=True,
+                )
+        assert shape is not None, "run with --dbt-models 1 to get the DAG shape for dag-factory"
+        env = isolated_env(work / "df-home")
+        env["AIRFLOW__DAG_FACTORY__ENABLE_TELEMETRY"] = "False"
+        for n in args.configs:
+            case = work / f"dagfactory-{n}"
+            dags = dagfactory_bundle(case, n, shape)
+            env["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags)
+            warm = [run_measure(dags, env) for _ in range(args.repeat)]
+            med = sorted(warm, key=lambda r: r["parse_s"])[len(warm) // 2]
+            results.append({"tool": "dag-factory", "dbt_models": 1, "configs": n, "cold": med, "warm": med})
+            print(
+                f"dag-factory        {n:>3} configs: {med['dags']} DAGs/{med['tasks']} tasks, "
+                f"parse {med['parse_s']:.2f}s",
+                flush=True,
+            )
+
+    print()
+    rows = []
+    by_key = {(r["tool"], r["dbt_models"], r["configs"]): r for r in results}
+    for r in results:
+        warm, cold = r["warm"], r["cold"]
+        ref = by_key.get(("dag-factory", 1, r["configs"]))
+        ratio = f"{warm['parse_s'] / ref['warm']['parse_s']:.2f}x" if ref and r["tool"] == "asgard" else ""
+        rows.append(
+            [
+                r["tool"],
+                r["dbt_models"] if r["tool"] == "asgard" else "-",
+                r["configs"],
+                f"{warm['dags']}/{warm['tasks']}",
+                warm["parse_s"],
+                cold["parse_s"] if r["tool"] == "asgard" else "-",
+                warm["parse_s"] / r["configs"] * 1000,
+                warm["airflow_import_s"],
+                warm["peak_rss_mib"],
+                ratio,
+            ]
+        )
+    print(
+        table(
+            [
+                "tool",
+                "dbt models",
+                "configs",
+                "DAGs/tasks",
+                "parse s (warm)",
+                "parse s (cold)",
+                "ms/config",
+                "airflow import s",
+                "peak RSS MiB",
+                "vs dag-factory",
+            ],
+            rows,
+        )
+    )
+    big = [r for r in results if r["tool"] == "asgard" and r["configs"] == max(args.configs)]
+    for r in big:
+        verdict = "meets" if r["warm"]["parse_s"] < 3 else "misses"
+        print(
+            f"\n{r['configs']} configs, {r['dbt_models']} dbt models: "
+            f"{r['warm']['parse_s']:.2f}s ({verdict} the 3 s target)"
+        )
+    flat = {
+        r["dbt_models"]: r["warm"]["parse_s"]
+        for r in results
+        if r["tool"] == "asgard" and r["configs"] == max(args.configs)
+    }
+    if len(flat) > 1:
+        lo, hi = min(flat), max(flat)
+        print(f"{hi} vs {lo} dbt models at {max(args.configs)} configs: {flat[hi] / flat[lo]:.2f}x parse time")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    os.environ.pop("ASGARD_INCLUDE_DIR", None)
+
+
+if __name__ == "__main__":
+    main()
