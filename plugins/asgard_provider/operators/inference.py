@@ -18,6 +18,7 @@ from asgard_provider.exceptions import AsgardError, CatalogError, FeatureStoreEr
 from asgard_provider.hooks.feast import FeastHook
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.mlflow import MLflowHook
+from asgard_provider.lineage import LineageMixin, feast_namespace, mlflow_namespace, model_dataset_name
 from asgard_provider.monitoring import DRIFT_THRESHOLD, RunningStats
 from asgard_provider.training import EVENT_TIMESTAMP, PROFILE_ARTIFACT
 
@@ -82,7 +83,7 @@ def risk_levels(probabilities: Sequence[float], high: float, medium: float) -> l
     return ["high" if p >= high else "medium" if p >= medium else "low" for p in probabilities]
 
 
-class BatchInferenceOperator(BaseOperator):
+class BatchInferenceOperator(LineageMixin, BaseOperator):
     """Score the entities of the ``as_of`` snapshot of ``entity_table`` and replace that date's predictions.
 
     Entities are the rows of ``entity_table`` whose ``timestamp_field`` falls on ``as_of`` (one score per
@@ -246,6 +247,7 @@ class BatchInferenceOperator(BaseOperator):
             model_version=str(version),
             **drift_extra,
         )
+        self._report_lineage(iceberg, mlflow, version, result, monitoring, len(stats))
         return {
             "rows": result["rows_written"],
             "model_name": self.model_name,
@@ -255,6 +257,27 @@ class BatchInferenceOperator(BaseOperator):
             "as_of_date": as_of.isoformat(),
             "monitoring": monitoring,
         }
+
+    def _report_lineage(
+        self,
+        iceberg: IcebergHook,
+        mlflow: MLflowHook,
+        version: str,
+        result: dict[str, Any],
+        monitoring: dict[str, Any],
+        monitoring_rows: int,
+    ) -> None:
+        """Report the model version, entity table and feature views read; predictions and monitoring written."""
+        model = model_dataset_name(self.model_name, version)
+        self.lineage_input(model, namespace=mlflow_namespace(mlflow.tracking_uri()))
+        self.lineage_input(self.entity_table, table=iceberg.load_table(self.entity_table))
+        project = FeastHook(self.feast_conn_id).project
+        for view in sorted({ref.split(":", 1)[0] for ref in self.feature_refs}):
+            self.lineage_input(view, namespace=feast_namespace(project))
+        self.lineage_output(result["table"], table=iceberg.load_table(result["table"]), rows=result["rows_written"])
+        if monitoring:
+            table = iceberg.load_table(monitoring["table"])
+            self.lineage_output(monitoring["table"], table=table, rows=monitoring_rows)
 
     def _reference(self, mlflow: MLflowHook, version: str) -> dict[str, Any]:
         """Training-set feature profiles and holdout prediction profile logged by the model's training run."""

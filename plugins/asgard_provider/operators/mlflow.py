@@ -23,6 +23,8 @@ from asgard_provider.exceptions import AsgardError, TrainingError
 from asgard_provider.hooks.feast import FeastHook
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.mlflow import MLflowHook
+from asgard_provider.lineage import LineageMixin, feast_namespace, mlflow_namespace, model_dataset_name
+from asgard_provider.links import MLFLOW_XCOM, MLflowModelVersionLink, MLflowRunLink, push
 from asgard_provider.settings import asgard_home, include_dir
 from asgard_provider.training import CONTEXT_ENV, HOLDOUT_ARTIFACT, TrainingContext
 
@@ -83,7 +85,7 @@ def airflow_tags(context: Context, task_id: str) -> dict[str, str]:
     }
 
 
-class MLflowTrainOperator(BaseOperator):
+class MLflowTrainOperator(LineageMixin, BaseOperator):
     """Train a model with a normal Python script and register it in MLflow.
 
     The operator creates the MLflow run (tagged with the DAG, run and task), writes the
@@ -122,6 +124,7 @@ class MLflowTrainOperator(BaseOperator):
     )
     template_fields_renderers = {"hyperparameters": "json"}
     ui_color = "#0194e2"
+    operator_extra_links = (MLflowRunLink(), MLflowModelVersionLink())
 
     def __init__(
         self,
@@ -203,6 +206,8 @@ class MLflowTrainOperator(BaseOperator):
             experiment_id, run_name=f"{self.task_id}__{context.get('run_id', 'manual')}", tags=tags
         )
         self.log.info("MLflow run %s in experiment %r (%s)", run_id, self.experiment_name, mlflow.tracking_uri())
+        links = {"experiment_id": experiment_id, "run_id": run_id, "model_name": self.registered_model_name}
+        push(context, MLFLOW_XCOM, links)
         try:
             with tempfile.TemporaryDirectory(prefix="asgard-train-") as workdir:
                 ctx_file = self._context(label_snapshot).write(Path(workdir) / "training_context.json")
@@ -216,7 +221,24 @@ class MLflowTrainOperator(BaseOperator):
             mlflow.client().log_artifact(run_id, str(script), "code")
         except Exception as exc:  # a copy of the code is a convenience, not a requirement
             self.log.warning("could not attach %s to run %s: %s", script, run_id, exc)
-        return self._register(mlflow, run_id, model_uri, model_id)
+        result = self._register(mlflow, run_id, model_uri, model_id)
+        push(context, MLFLOW_XCOM, {**links, "model_version": result["model_version"]})
+        self._report_lineage(mlflow, result["model_version"])
+        return result
+
+    def _report_lineage(self, mlflow: MLflowHook, version: str) -> None:
+        """Report the feature views and label table read and the model version registered."""
+        project = FeastHook(self.feast_conn_id).project
+        for view in sorted({ref.split(":", 1)[0] for ref in self.features}):
+            self.lineage_input(view, namespace=feast_namespace(project))
+        try:
+            label = IcebergHook(self.iceberg_conn_id).load_table(self.label_table)
+        except AsgardError:
+            label = None
+        self.lineage_input(self.label_table, table=label)
+        self.lineage_output(
+            model_dataset_name(self.registered_model_name, version), namespace=mlflow_namespace(mlflow.tracking_uri())
+        )
 
     def _hyperparameters(self) -> dict[str, Any]:
         value = self.hyperparameters

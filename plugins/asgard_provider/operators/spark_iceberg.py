@@ -15,6 +15,8 @@ from asgard_provider.catalog import CATALOG_NAME, split_table_name
 from asgard_provider.exceptions import TransformError
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.spark import SparkHook
+from asgard_provider.lineage import LineageMixin
+from asgard_provider.links import SPARK_UI_XCOM, SparkUILink, push
 from asgard_provider.settings import include_dir
 
 if TYPE_CHECKING:
@@ -39,7 +41,7 @@ def sql_dir() -> Path:
     return include_dir() / "sql"
 
 
-class SparkIcebergTransformOperator(BaseOperator):
+class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
     """Run one Spark SQL SELECT over Iceberg tables and write its result to an Iceberg table.
 
     Tables are addressed as ``iceberg.<namespace>.<table>`` in the SQL. When the SELECT returns a
@@ -63,6 +65,7 @@ class SparkIcebergTransformOperator(BaseOperator):
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers = {"sql": "sql", "sql_params": "json"}
     ui_color = "#e25a1c"
+    operator_extra_links = (SparkUILink(),)
 
     def __init__(
         self,
@@ -140,7 +143,20 @@ class SparkIcebergTransformOperator(BaseOperator):
         publish(context, output, snapshot_id=result["snapshot_id"], rows_written=result["rows_written"], mode=self.mode)
         if quarantine is not None:
             publish(context, quarantine, rows_written=result["rows_quarantined"], quarantine_of=output)
+        self.report_lineage(iceberg, result)
+        push(context, SPARK_UI_XCOM, spark.sparkContext.uiWebUrl)
         return result
+
+    def report_lineage(self, iceberg: IcebergHook, result: dict[str, Any]) -> None:
+        """Record the tables the SQL read and the output and quarantine tables written, with row counts."""
+        for name in result.get("input_tables") or []:
+            self.lineage_input(name, table=_table_or_none(iceberg, name))
+        self.lineage_output(
+            result["output_table"], table=_table_or_none(iceberg, result["output_table"]), rows=result["rows_written"]
+        )
+        if result.get("quarantine_table"):
+            quarantine = result["quarantine_table"]
+            self.lineage_output(quarantine, table=_table_or_none(iceberg, quarantine), rows=result["rows_quarantined"])
 
     def run_transform(self, spark: SparkSession) -> dict[str, Any]:
         """Run the rendered SELECT in ``spark`` and write output and quarantine tables; return table and row counts.
@@ -149,6 +165,7 @@ class SparkIcebergTransformOperator(BaseOperator):
         """
         output = ".".join(split_table_name(self.output_table))
         df = self._analyse(spark, self.sql)
+        input_tables = read_tables(df)
         has_reason = REJECTED_REASON in df.columns
         quarantine = self._quarantine_name(output, has_reason)
         columns = [c for c in df.columns if c != REJECTED_REASON]
@@ -201,6 +218,7 @@ class SparkIcebergTransformOperator(BaseOperator):
             "rows_written": rows_written,
             "rows_quarantined": rows_quarantined,
             "quarantine_table": quarantine,
+            "input_tables": input_tables,
         }
 
     def _analyse(self, spark: SparkSession, sql: str) -> DataFrame:
@@ -347,6 +365,32 @@ class SparkIcebergTransformOperator(BaseOperator):
                 self._run(lambda: spark.sql(merge), f"merging into {table}")
         finally:
             spark.catalog.dropTempView(view)
+
+
+def read_tables(df: DataFrame) -> list[str]:
+    """``namespace.table`` of every Iceberg table in the query's analysed plan, subqueries included, in plan order."""
+    found: list[str] = []
+    stack = [df._jdf.queryExecution().analyzed()]
+    while stack:
+        node = stack.pop()
+        if node.getClass().getSimpleName() == "DataSourceV2Relation":
+            parts = str(node.table().name()).split(".")
+            if len(parts) == 3 and parts[0] == CATALOG_NAME and ".".join(parts[1:]) not in found:
+                found.append(".".join(parts[1:]))
+        children: list[Any] = []
+        for seq in (node.children(), node.subqueries()):
+            items = seq.iterator()
+            while items.hasNext():
+                children.append(items.next())
+        stack.extend(reversed(children))
+    return found
+
+
+def _table_or_none(iceberg: IcebergHook, name: str) -> Any:
+    try:
+        return iceberg.load_table(name)
+    except Exception:  # lineage without a schema rather than a failed task
+        return None
 
 
 def _is_sql_path(sql: str) -> bool:

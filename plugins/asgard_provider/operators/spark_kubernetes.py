@@ -22,6 +22,8 @@ from asgard_provider.kubernetes import (
     catalog_spark_conf,
     spark_application,
 )
+from asgard_provider.lineage import LineageMixin
+from asgard_provider.links import SPARK_UI_XCOM, SparkUILink, push
 from asgard_provider.operators.spark_iceberg import MODES, _is_sql_path, _with_sql_loader, sql_dir
 
 if TYPE_CHECKING:
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from kubernetes.client import models as k8s
 
 
-class SparkIcebergKubernetesOperator(SparkKubernetesOperator):
+class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
     """Run the transform of :class:`SparkIcebergTransformOperator` as a SparkApplication in a cluster.
 
     The SQL is rendered here (Airflow context, ``sql_params``), then submitted with output table, mode,
@@ -59,6 +61,7 @@ class SparkIcebergKubernetesOperator(SparkKubernetesOperator):
     template_ext = (".sql",)  # type: ignore[assignment]
     template_fields_renderers = {"sql": "sql", "sql_params": "json", "template_spec": "json"}
     ui_color = "#e25a1c"
+    operator_extra_links = (SparkUILink(),)
 
     def __init__(
         self,
@@ -258,6 +261,8 @@ class SparkIcebergKubernetesOperator(SparkKubernetesOperator):
             state = (obj.get("status") or {}).get("applicationState") or {}
             outcome["state"] = state.get("state")
             outcome["error"] = state.get("errorMessage")
+            driver = (obj.get("status") or {}).get("driverInfo") or {}
+            outcome["spark_ui"] = driver.get("webUIIngressAddress") or driver.get("webUIAddress")
         except Exception as exc:
             self.log.warning("cannot read the state of SparkApplication %s/%s: %s", namespace, app, exc)
         try:
@@ -307,4 +312,24 @@ class SparkIcebergKubernetesOperator(SparkKubernetesOperator):
         publish(context, output, snapshot_id=result["snapshot_id"], rows_written=result["rows_written"], mode=self.mode)
         if result.get("quarantine_table"):
             publish(context, result["quarantine_table"], rows_written=result["rows_quarantined"], quarantine_of=output)
+        ui = outcome.get("spark_ui")
+        push(context, SPARK_UI_XCOM, ui if not ui or "://" in ui else f"http://{ui}")
+        self._report_lineage(result)
         return result
+
+    def _report_lineage(self, result: dict[str, Any]) -> None:
+        """Report the tables the driver says its SQL read, and the output and quarantine tables with row counts."""
+        iceberg = IcebergHook(self.iceberg_conn_id)
+
+        def table(name: str) -> Any:
+            try:
+                return iceberg.load_table(name)
+            except Exception:  # lineage without a schema rather than a failed task
+                return None
+
+        for name in result.get("input_tables") or []:
+            self.lineage_input(name, table=table(name))
+        self.lineage_output(result["output_table"], table=table(result["output_table"]), rows=result["rows_written"])
+        if result.get("quarantine_table"):
+            quarantine = result["quarantine_table"]
+            self.lineage_output(quarantine, table=table(quarantine), rows=result["rows_quarantined"])
