@@ -9,16 +9,18 @@ __version__ = "0.1.0"
 
 def get_provider_info() -> dict[str, Any]:
     """Return provider metadata for Airflow's ProvidersManager."""
+    from asgard_provider.connections import provider_connection_types
+
     return {
         "package-name": "asgard-provider",
         "name": "Asgard",
         "description": "Ingest, Spark/Iceberg transforms, dbt, Feast, MLflow training and batch inference.",
         "versions": [__version__],
-        "connection-types": [
-            {"connection-type": "asgard_iceberg", "hook-class-name": "asgard_provider.hooks.iceberg.IcebergHook"},
-            {"connection-type": "asgard_spark", "hook-class-name": "asgard_provider.hooks.spark.SparkHook"},
-            {"connection-type": "asgard_mlflow", "hook-class-name": "asgard_provider.hooks.mlflow.MLflowHook"},
-            {"connection-type": "asgard_feast", "hook-class-name": "asgard_provider.hooks.feast.FeastHook"},
+        "connection-types": provider_connection_types(),
+        "extra-links": [
+            "asgard_provider.links.MLflowRunLink",
+            "asgard_provider.links.MLflowModelVersionLink",
+            "asgard_provider.links.SparkUILink",
         ],
         "hooks": [
             {

@@ -184,12 +184,48 @@ class SparkHook(BaseHook):
         return self.get_session(CatalogSettings.embedded())
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check that the jars are found and the master is set."""
+        """Check the jars, then run ``java -version`` (local master) or open the master's port (``spark://``)."""
         try:
             conf = self.session_conf(CatalogSettings.embedded())
         except Exception as exc:
             return False, str(exc)
-        return True, f"master {conf['spark.master']}, {len(conf['spark.jars'].split(','))} jars"
+        master = conf["spark.master"]
+        jars = f"{len(conf['spark.jars'].split(','))} jars"
+        if master.startswith("local"):
+            java = _java_version()
+            if java.startswith("error: "):
+                return False, f"master {master}: {java[len('error: ') :]}"
+            return True, f"master {master}, {java}, {jars}"
+        if master.startswith("spark://"):
+            import socket
+
+            for address in master[len("spark://") :].split(","):
+                host, _, port = address.partition(":")
+                try:
+                    socket.create_connection((host, int(port or 7077)), timeout=5).close()
+                except (OSError, ValueError) as exc:
+                    return False, f"Spark master {address} is not reachable: {exc}"
+            return True, f"master {master} reachable, {jars}"
+        return True, f"master {master} (not probed), {jars}"
+
+
+def _java_version() -> str:
+    """First line of ``java -version`` (``$JAVA_HOME/bin/java`` first), or ``error: <why>``."""
+    import shutil
+    import subprocess
+
+    home = Path(os.environ.get("JAVA_HOME") or "/nonexistent") / "bin" / "java"
+    java = str(home) if home.is_file() else shutil.which("java")
+    if java is None:
+        return "error: no Java runtime found (install Java 17, e.g. Debian openjdk-17-jre-headless, or set JAVA_HOME)"
+    try:
+        done = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"error: cannot run {java}: {exc}"
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    if done.returncode != 0 or not lines:
+        return f"error: {java} -version exited with code {done.returncode}"
+    return lines[0]
 
 
 def stop_sessions() -> None:
