@@ -68,6 +68,8 @@ def main() -> None:
             input_example=X_train.head(5),
             # skops (MLflow's safe default format) refuses tree models unless their node storage is trusted.
             skops_trusted_types=["sklearn.tree._tree.Tree"],
+            # MLflow's model server (`mlflow models serve`) answers with class probabilities, not labels.
+            pyfunc_predict_fn="predict_proba",
             # Pin the flavor's own requirements instead of inferring them (inference reloads the model in a
             # subprocess, which costs more than the training itself here).
             pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),

@@ -73,6 +73,8 @@ def main() -> None:
             signature=infer_signature(X_train, proba),
             input_example=X_train.head(5),
             skops_trusted_types=TRUSTED_TYPES,
+            # MLflow's model server (`mlflow models serve`) answers with class probabilities, not labels.
+            pyfunc_predict_fn="predict_proba",
             pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
         )
 

@@ -294,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     tables.add_argument("--json", action="store_true", help="machine-readable output")
     tables.set_defaults(func=_tables)
 
+    from asgard_provider.serving import add_commands
+
+    add_commands(sub)  # score, serve, features: online scoring (docs/ml.md)
+
     docs = sub.add_parser("docs", help="generated documentation")
     docs_sub = docs.add_subparsers(dest="what", required=True)
     config = docs_sub.add_parser("config", help="print docs/config.md (the pipeline config reference)")
