@@ -63,7 +63,7 @@ def embedded_sources(request: pytest.FixtureRequest, asgard_home: Path, monkeypa
 
 
 #: Audit columns that record when a row was written (or by which model version), not what it says.
-AUDIT_COLUMNS = {"processed_at", "scored_at", "model_version"}
+AUDIT_COLUMNS = {"processed_at", "scored_at", "computed_at", "model_version"}
 
 
 def _contents(hook) -> dict[str, tuple[int, str]]:

@@ -89,6 +89,7 @@ class FakeCluster:
         )
         return k8s.V1Pod(
             metadata=k8s.V1ObjectMeta(name=name, namespace=namespace, labels={"spark-role": "driver"}, annotations={}),
+            spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="spark-kubernetes-driver", image="spark")]),
             status=k8s.V1PodStatus(
                 phase=self.pod_phase,
                 container_statuses=[
