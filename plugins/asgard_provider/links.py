@@ -110,7 +110,11 @@ class SparkUILink(BaseOperatorLink):
 
 
 def push(context: Any, key: str, value: Any) -> None:
-    """Push ``value`` to XCom under ``key`` when the context has a task instance (not in plain ``execute`` calls)."""
+    """Push ``value`` to XCom under ``key`` when the context's task instance can (not in plain ``execute`` calls).
+
+    In a pod (:mod:`asgard_provider.pod_entry`) the task instance is a plain record without XCom: nothing is pushed.
+    """
     ti = context.get("ti") or context.get("task_instance")
-    if ti is not None and value is not None:
-        ti.xcom_push(key=key, value=value)
+    xcom_push = getattr(ti, "xcom_push", None)
+    if callable(xcom_push) and value is not None:
+        xcom_push(key=key, value=value)
