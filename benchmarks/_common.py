@@ -36,6 +36,8 @@ def isolated_env(home: Path, *, sources: str = "sqlite", db: str | None = None) 
             "PYTHONUNBUFFERED": "1",
         }
     )
+    customers: dict[str, object]
+    transactions: dict[str, object]
     if sources == "sqlite":
         customers = {"conn_type": "sqlite", "host": str(home / "sources" / "customers.db")}
         transactions = {"conn_type": "sqlite", "host": str(home / "sources" / "transactions.db")}
@@ -49,9 +51,10 @@ def isolated_env(home: Path, *, sources: str = "sqlite", db: str | None = None) 
     return env
 
 
-def run(cmd: Sequence[str], env: dict[str, str] | None = None, *, log: Path | None = None) -> float:
+def run(cmd: Sequence[object], env: dict[str, str] | None = None, *, log: Path | None = None) -> float:
     """Run ``cmd`` (output to ``log`` or captured); return its wall time; on failure show the output tail and exit."""
     start = time.perf_counter()
+    result: subprocess.CompletedProcess[Any]
     if log is not None:
         with open(log, "w") as fh:
             result = subprocess.run(list(map(str, cmd)), env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
@@ -66,9 +69,9 @@ def run(cmd: Sequence[str], env: dict[str, str] | None = None, *, log: Path | No
     return elapsed
 
 
-def generate_sources(home: Path, scale: float, env: dict[str, str], extra: Sequence[str] = ()) -> float:
+def generate_sources(home: Path, scale: float, env: dict[str, str], extra: Sequence[object] = ()) -> float:
     """Write the demo sources at ``scale`` x seed size into ``home/sources``; return seconds taken."""
-    cmd = [PYTHON, "-m", "asgard_provider.demo_data", "--out", home / "sources", "--as-of", AS_OF]
+    cmd: list[object] = [PYTHON, "-m", "asgard_provider.demo_data", "--out", home / "sources", "--as-of", AS_OF]
     return run([*cmd, "--scale", str(scale), *extra], env)
 
 

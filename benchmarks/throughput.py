@@ -43,7 +43,7 @@ STAGES = (
 
 def drop_scratch() -> None:
     import psycopg2
-    import pymysql
+    import pymysql  # type: ignore[import-untyped]
 
     admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
     admin.autocommit = True
