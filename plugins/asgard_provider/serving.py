@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -327,6 +328,18 @@ def make_app(scorer: OnlineScorer) -> Callable[[dict[str, Any], StartResponse], 
     return app
 
 
+def create_app(
+    pipeline: str | None = None, model: str = DEFAULT_MODEL, **options: Any
+) -> Callable[[dict[str, Any], StartResponse], list[bytes]]:
+    """Build the WSGI app for servers given a factory: ``gunicorn 'asgard_provider.serving:create_app()'``.
+
+    ``pipeline`` takes model, alias, features and thresholds from ``include/pipelines/<pipeline>.yaml``;
+    ``options`` are :class:`OnlineScorer` keyword arguments (``model_alias``, ``feast_conn_id``...).
+    """
+    scorer = OnlineScorer.from_pipeline(pipeline, **options) if pipeline else OnlineScorer(model, **options)
+    return make_app(scorer)
+
+
 class _BadRequestError(AsgardError):
     """The HTTP request does not name an entity."""
 
@@ -426,6 +439,8 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     """Print ``FAIL <message>`` and return 1 on an Asgard error instead of a traceback."""
 
     def run(args: argparse.Namespace) -> int:
+        # Feast logs registry refreshes at INFO on stdout; keep stdout for results (JSON lines, request bodies).
+        logging.getLogger("feast").setLevel(logging.WARNING)
         try:
             return command(args)
         except AsgardError as exc:

@@ -22,6 +22,7 @@ from asgard_provider.serving import (
     CustomerNotFoundError,
     InvalidEntityIdError,
     OnlineScorer,
+    create_app,
     main,
     make_app,
     risk_level,
@@ -128,6 +129,19 @@ def test_mlflow_server_payload_scores_like_the_scorer(scorer: OnlineScorer, caps
     assert [row[1] for row in predictions] == pytest.approx(
         [scorer.score(1001).churn_probability, scorer.score(3000).churn_probability]
     )
+
+
+def test_wsgi_factory_for_gunicorn(trained: dict[str, Any]) -> None:
+    """`gunicorn 'asgard_provider.serving:create_app(pipeline="customer_churn")'` gets a working app."""
+    from wsgiref.util import setup_testing_defaults
+
+    app = create_app(pipeline="customer_churn")
+    environ: dict[str, Any] = {"REQUEST_METHOD": "GET", "PATH_INFO": "/score/2468"}
+    setup_testing_defaults(environ)
+    statuses: list[str] = []
+    body = b"".join(app(environ, lambda status, headers: statuses.append(status)))
+    assert statuses == ["200 OK"]
+    assert json.loads(body)["churn_probability"] == pytest.approx(_expected(trained, [2468])[0])
 
 
 @pytest.fixture(scope="module")
