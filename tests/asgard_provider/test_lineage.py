@@ -184,15 +184,6 @@ def test_spark_application_reports_the_driver_lineage_and_its_spark_ui(pg_catalo
         return body
 
     cluster.custom.get_namespaced_custom_object.side_effect = application
-
-    def driver_pod(name: str, namespace: str, **kw: object) -> object:
-        from kubernetes.client import models as k8s
-
-        pod = cluster.driver_pod(name, namespace)  # the provider's sidecar check also reads the pod's containers
-        pod.spec = k8s.V1PodSpec(containers=[k8s.V1Container(name="spark-kubernetes-driver")])
-        return pod
-
-    cluster.core.read_namespaced_pod.side_effect = driver_pod
     line = {
         "output_table": "silver.events",
         "rows_written": 2,
