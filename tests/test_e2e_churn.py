@@ -62,8 +62,8 @@ def embedded_sources(request: pytest.FixtureRequest, asgard_home: Path, monkeypa
     return manifest
 
 
-#: Audit columns that record when a row was written (or by which model version), not what it says.
-AUDIT_COLUMNS = {"processed_at", "scored_at", "computed_at", "model_version"}
+#: Audit columns that record when a row was written (or by which model run and version), not what it says.
+AUDIT_COLUMNS = {"processed_at", "scored_at", "computed_at", "model_version", "reference_run_id"}
 
 
 def _contents(hook) -> dict[str, tuple[int, str]]:
