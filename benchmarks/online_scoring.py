@@ -4,8 +4,8 @@ Builds a throw-away embedded stack in a temporary ASGARD_HOME: a synthetic gold.
 table, the churn feature view materialized by FeastRegisterOperator, and a model trained by
 MLflowTrainOperator with include/training/churn_training.py at the pipeline's hyperparameters
 (100 trees, depth 10). Then, per online store, it loads one OnlineScorer (model and FeatureStore once),
-warms up, and times N requests over random customer ids: the whole score() call, and its two parts (online
-read, predict). The SQLite store is also timed through the HTTP endpoint (wsgiref on 127.0.0.1).
+warms up, and times N requests over random customer ids: the whole score() call, its two parts (online
+read, predict), and scikit-learn's own one-row predict_proba for comparison. The SQLite store is also timed through the HTTP endpoint (wsgiref on 127.0.0.1).
 
     .venv/bin/python benchmarks/online_scoring.py [--requests 1000] [--customers 5000] [--no-redis]
 
@@ -176,10 +176,13 @@ def _measure(label: str, scorer: Any, ids: list[int], warmup: int) -> list[tuple
     results = [(f"{label}: score() end to end", _percentiles(_time(scorer.score, ids, warmup)))]
     results.append((f"{label}:   online read only", _percentiles(_time(scorer.features, ids, warmup))))
     rows = {c: scorer.features(c)[0] for c in ids}
+    results.append(
+        (f"{label}:   predict only", _percentiles(_time(lambda c: scorer.probability(rows[c]), ids, warmup)))
+    )
     frames = {c: pd.DataFrame([list(v.values())], columns=scorer.columns) for c, v in rows.items()}
     results.append(
         (
-            f"{label}:   predict_proba only",
+            f"{label}:   (sklearn predict_proba, 1 row)",
             _percentiles(_time(lambda c: scorer.model.predict_proba(frames[c].astype("float64")), ids, warmup)),
         )
     )

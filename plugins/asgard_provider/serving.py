@@ -128,6 +128,7 @@ class OnlineScorer:
         if 1 not in classes:
             raise InferenceError(f"{model_name} version {self.model_version} has no positive class 1 ({classes})")
         self._positive = classes.index(1)
+        self._trees = _forest_trees(self.model)
         refs = list(feature_refs) if feature_refs else self._trained_refs(mlflow)
         self.columns, self.feature_refs = self._model_columns(refs)
         feast = FeastHook(feast_conn_id) if feast_conn_id else FeastHook()
@@ -242,15 +243,33 @@ class OnlineScorer:
         stamp = datetime.fromtimestamp(newest, UTC).isoformat() if newest > 0 else None
         return {c: None if v is None else float(v) for c, v in values.items()}, stamp
 
-    def score(self, entity_id: Any) -> Score:
-        """Read one entity's online features and return its churn probability and risk level."""
+    def probability(self, values: dict[str, float | None]) -> float:
+        """Churn probability of one feature row (``{column: value}``; ``None`` is a missing value).
+
+        Equal to ``model.predict_proba`` on that row. For a random forest / extra-trees model and a row without
+        missing values, the trees are evaluated directly, in the forest's own order and arithmetic: scikit-learn's
+        per-tree job dispatch costs about ten times the prediction of a single row.
+        """
         import numpy as np
+
+        row = np.array([[np.nan if values[c] is None else values[c] for c in self.columns]], dtype="float64")
+        if self._trees is not None and not np.isnan(row).any():
+            data = row.astype(np.float32)
+            total = np.zeros((1, len(self.model.classes_)), dtype="float64")
+            for tree in self._trees:
+                total += tree.predict_proba(data, check_input=False)
+            total /= len(self._trees)
+            return float(total[0, self._positive])
         import pandas as pd
 
+        frame = pd.DataFrame(row, columns=self.columns)
+        return float(self.model.predict_proba(frame)[0, self._positive])
+
+    def score(self, entity_id: Any) -> Score:
+        """Read one entity's online features and return its churn probability and risk level."""
         values, stamp = self.features(entity_id)
-        row = pd.DataFrame([[np.nan if v is None else v for v in values.values()]], columns=self.columns)
         try:
-            probability = float(self.model.predict_proba(row.astype("float64"))[0, self._positive])
+            probability = self.probability(values)
         except Exception as exc:
             missing = [c for c, v in values.items() if v is None]
             hint = f" (no online value for {', '.join(missing)})" if missing else ""
@@ -290,6 +309,19 @@ class OnlineScorer:
             "feast_project": self.project,
             "thresholds": {"high": self.high, "medium": self.medium},
         }
+
+
+def _forest_trees(model: Any) -> list[Any] | None:
+    """Fitted trees of a single-output scikit-learn random forest or extra-trees classifier, else ``None``."""
+    try:
+        from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+    except ImportError:
+        return None
+    if not isinstance(model, RandomForestClassifier | ExtraTreesClassifier):
+        return None
+    if getattr(model, "n_outputs_", 1) != 1 or not getattr(model, "estimators_", None):
+        return None
+    return list(model.estimators_)
 
 
 def _epoch_seconds(stamp: Any) -> float:

@@ -80,6 +80,19 @@ def test_score_is_the_champion_applied_to_the_materialized_row(scorer: OnlineSco
     assert levels == {"low", "medium", "high"}
 
 
+def test_one_row_probability_is_exactly_predict_proba(scorer: OnlineScorer) -> None:
+    """The single-row path (trees evaluated directly for forests) gives predict_proba's numbers bit for bit."""
+    gold = IcebergHook().load_table("gold.customer_metrics").scan().to_pandas()
+    rows = gold[gold["feature_timestamp"] == snapshot_time(AS_OF)].head(300)[COLUMNS].astype("float64")
+    expected = scorer.model.predict_proba(rows)[:, 1]
+    got = [scorer.probability(row) for row in rows.to_dict("records")]
+    assert got == [float(p) for p in expected]
+    # A missing value takes scikit-learn's own path (the forest routes NaN as it was fitted to).
+    gap = {**rows.iloc[0].to_dict(), "days_since_last_purchase": None}
+    with_nan = pd.DataFrame([gap], columns=COLUMNS).astype("float64")
+    assert scorer.probability(gap) == float(scorer.model.predict_proba(with_nan)[0, 1])
+
+
 def test_string_ids_from_urls_are_converted_to_the_join_key_type(scorer: OnlineScorer) -> None:
     assert scorer.score(" 1733 ").churn_probability == scorer.score(1733).churn_probability
     with pytest.raises(InvalidEntityIdError, match="customer_id must be an integer, got 'abc'"):
