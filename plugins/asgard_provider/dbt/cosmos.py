@@ -10,6 +10,7 @@ invocation, and a failing test fails the task so nothing downstream consumes the
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -148,7 +149,7 @@ def build_dbt_task_group(
 
     project_dir = Path(project_dir).resolve()
     manifest = ensure_manifest(project_dir, target=target)
-    project_name = json.loads(manifest.read_text())["metadata"].get("project_name") or project_dir.name
+    project_name = _project_name(manifest) or project_dir.name
     args: dict[str, Any] = {
         "install_deps": False,
         "vars": dict(dbt_vars),
@@ -217,3 +218,10 @@ def trino_profile_config(conn_id: str, target: str = "trino", schema: str = "gol
     except Exception:  # no credential-based mapping applies: Cosmos names none for a bare connection
         mapping = TrinoNoAuthProfileMapping(conn_id, profile_args=args)
     return ProfileConfig(profile_name="asgard", target_name=target, profile_mapping=mapping)
+
+
+@functools.lru_cache(maxsize=64)
+def _project_name(manifest: Path) -> str | None:
+    """Return the project name of a cached manifest (paths are content-addressed, so caching is safe)."""
+    name = json.loads(manifest.read_text())["metadata"].get("project_name")
+    return str(name) if name else None
