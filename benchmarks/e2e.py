@@ -118,14 +118,11 @@ def run_dag(out: Path) -> None:
             }
             for ti in tis
         ]
-    import mlflow
-
     from asgard_provider.hooks.mlflow import MLflowHook
 
     client = MLflowHook().client()
     champion = client.get_model_version_by_alias("customer_churn_predictor", "champion")
     metrics = client.get_run(champion.run_id).data.metrics
-    del mlflow
     result = {
         "state": str(dag_run.state),
         "parse_s": parse,
