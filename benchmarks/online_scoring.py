@@ -5,7 +5,8 @@ table, the churn feature view materialized by FeastRegisterOperator, and a model
 MLflowTrainOperator with include/training/churn_training.py at the pipeline's hyperparameters
 (100 trees, depth 10). Then, per online store, it loads one OnlineScorer (model and FeatureStore once),
 warms up, and times N requests over random customer ids: the whole score() call, its two parts (online
-read, predict), and scikit-learn's own one-row predict_proba for comparison. The SQLite store is also timed through the HTTP endpoint (wsgiref on 127.0.0.1).
+read, predict), and scikit-learn's own one-row predict_proba for comparison. The SQLite store is also timed
+through the HTTP endpoint (wsgiref on 127.0.0.1).
 
     .venv/bin/python benchmarks/online_scoring.py [--requests 1000] [--customers 5000] [--no-redis]
 
