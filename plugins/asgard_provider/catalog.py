@@ -6,10 +6,11 @@ embedded mode, PostgreSQL in production) or an Iceberg REST catalog, over one wa
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from asgard_provider.exceptions import CatalogError
 from asgard_provider.settings import asgard_home
@@ -57,6 +58,19 @@ class CatalogSettings:
             props["init_catalog_tables"] = "true"
         props.update(self.properties)
         return props
+
+    def split_password(self) -> tuple[str, str | None]:
+        """Return the catalog URI without its password, and the password (``None`` if the URI has none).
+
+        Stored definitions (the Feast registry) keep the URI without the password; readers get it from
+        ``PGPASSWORD`` (see :func:`export_catalog_password`).
+        """
+        parts = urlsplit(self.uri)
+        if self.type != "sql" or not parts.password:
+            return self.uri, None
+        host = parts.hostname or ""
+        netloc = (parts.username or "") + "@" + host + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc)), unquote(parts.password)
 
     def jdbc_url(self) -> tuple[str, dict[str, str]]:
         """Translate the SQLAlchemy URL of a SQL catalog into a JDBC URL plus credentials."""
@@ -118,3 +132,14 @@ class CatalogSettings:
             warehouse=data.get("warehouse", ""),
             properties=dict(data.get("properties") or {}),
         )
+
+
+def export_catalog_password(settings: CatalogSettings) -> None:
+    """Put a PostgreSQL catalog's password in ``PGPASSWORD`` for readers of password-less stored URIs.
+
+    libpq reads ``PGPASSWORD`` when a connection URI has no password. An existing value (e.g. from a
+    Kubernetes Secret) wins. Child processes (training scripts) inherit it.
+    """
+    _, password = settings.split_password()
+    if password and not os.environ.get("PGPASSWORD"):
+        os.environ["PGPASSWORD"] = password

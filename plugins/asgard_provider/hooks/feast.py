@@ -185,7 +185,12 @@ class FeastHook(BaseHook):
         """The ``feast.FeatureStore`` (created once per hook)."""
         from feast import FeatureStore
 
+        from asgard_provider.catalog import export_catalog_password
+        from asgard_provider.hooks.iceberg import IcebergHook
+
         repo = self.repo_path()
+        # Iceberg sources in the registry hold the catalog URI without its password (see iceberg_source).
+        export_catalog_password(IcebergHook().settings)
         try:
             return FeatureStore(repo_path=str(repo))
         except Exception as exc:

@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
-from asgard_provider.catalog import CATALOG_NAME, CatalogSettings, split_table_name
+from asgard_provider.catalog import CATALOG_NAME, CatalogSettings, export_catalog_password, split_table_name
 from asgard_provider.exceptions import CatalogError, FeatureStoreError
 from asgard_provider.hooks.feast import FeastHook
 from asgard_provider.hooks.iceberg import IcebergHook
@@ -65,7 +65,10 @@ def iceberg_source(settings: CatalogSettings, table: str, timestamp_field: str) 
         return IcebergSource(catalog_type="rest", endpoint=settings.uri, **common)
     # The source is stored in the Feast registry: object-store keys stay out of it, and readers take them from
     # the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, e.g. a Kubernetes Secret).
+    # A PostgreSQL catalog's password is kept out of it too: readers take it from PGPASSWORD.
     props = {k: v for k, v in settings.pyiceberg_properties().items() if k != "type" and not _STORE_SECRET.search(k)}
+    props["uri"] = settings.split_password()[0]
+    export_catalog_password(settings)
     return IcebergSource(catalog_type=settings.type, catalog_properties=props, **common)
 
 

@@ -10,7 +10,16 @@ from asgard_provider.exceptions import FeatureStoreError
 from asgard_provider.hooks.feast import FeastHook
 from asgard_provider.hooks.iceberg import IcebergHook
 
-from ..conftest import AS_OF, FEATURE_REFS, PRIOR, customer_metrics, register_operator, run_context, snapshot_time
+from ..conftest import (
+    AS_OF,
+    FEATURE_REFS,
+    PRIOR,
+    customer_metrics,
+    register_operator,
+    run_context,
+    snapshot_time,
+    write_customer_metrics,
+)
 
 
 def _latest(gold: pa.Table, customer_id: int) -> dict:
@@ -93,3 +102,43 @@ def test_mistyped_feature_and_missing_timestamp_are_reported_together(asgard_hom
 def test_unknown_dtype_is_rejected(gold_metrics: pa.Table) -> None:
     with pytest.raises(FeatureStoreError, match="unknown feature dtype 'decimal'"):
         register_operator(features=[{"name": "total_purchases", "dtype": "decimal"}]).execute(run_context())
+
+
+@pytest.mark.postgres
+def test_catalog_password_stays_out_of_the_feast_registry(
+    asgard_home: Path, postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import os
+
+    import pandas as pd
+
+    secret = "pw-never-stored-7f3a"
+    monkeypatch.setenv("PGPASSWORD", "")  # restored (unset) after the test
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ASGARD_ICEBERG_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "asgard_iceberg",
+                "host": f"postgresql+psycopg2://127.0.0.1:5432/{postgres_db}",
+                "login": "postgres",
+                "password": secret,
+                "extra": {"catalog_type": "sql", "warehouse": (asgard_home / "warehouse").as_uri()},
+            }
+        ),
+    )
+    gold = write_customer_metrics()
+    register_operator().execute(run_context())
+
+    source = FeastHook().get_store().get_feature_view("customer_churn_features").batch_source
+    assert source.catalog_properties["uri"] == f"postgresql+psycopg2://postgres@127.0.0.1:5432/{postgres_db}"
+    stored = [p for p in (asgard_home / "feast").rglob("*") if p.is_file()]
+    assert stored, "the embedded registry should exist"
+    for path in stored:
+        assert secret.encode() not in path.read_bytes(), path
+    assert os.environ["PGPASSWORD"] == secret  # how this process's readers authenticate instead
+
+    # A reader opening the store from the registry alone still gets point-in-time features.
+    entities = pd.DataFrame({"customer_id": [1001], "event_timestamp": [pd.Timestamp(snapshot_time(AS_OF), tz="UTC")]})
+    features = FeastHook().historical_features(entities, FEATURE_REFS)
+    assert int(features["total_purchases"].iloc[0]) == _latest(gold, 1001)["total_purchases"]
