@@ -41,7 +41,7 @@ STAGES = (
     ("ingest", ("ingest_",)),
     ("silver (Spark)", ("clean_", "check_clean_")),
     ("gold (dbt)", ("gold.", "check_gold")),
-    ("features (Feast)", ("register_features",)),
+    ("features (Feast)", ("register_features", "materialize_features")),
     ("train (MLflow)", ("train_model",)),
     ("predict", ("batch_inference",)),
 )

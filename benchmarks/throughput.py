@@ -36,6 +36,7 @@ STAGES = (
     ("Spark SQL bronze -> silver.support_tickets_cleaned", "clean_support_tickets", "input rows"),
     ("dbt Gold customer_metrics (DuckDB)", "gold.customer_metrics", ""),
     ("Feast register", "register_features", ""),
+    ("Feast materialize (online store, beside training)", "materialize_features", ""),
     ("MLflow training", "train_model", ""),
     ("batch inference -> predictions", "batch_inference", "entities scored"),
 )

@@ -124,7 +124,7 @@ def describe_pipeline(cfg: Any, base: Path) -> list[dict[str, Any]]:
             {
                 "stage": "features",
                 "name": f.feature_view,
-                "tasks": ["register_features"],
+                "tasks": ["register_features"] + (["materialize_features"] if f.materialize else []),
                 "reads": [f.source_table],
                 "writes": [f"feast:{f.feature_view}"],
             }

@@ -31,6 +31,7 @@ def test_churn_dag_has_every_stage_in_order() -> None:
         "clean_transactions",
         "clean_support_tickets",
         "register_features",
+        "materialize_features",
         "train_model",
         "batch_inference",
     ):
@@ -40,6 +41,9 @@ def test_churn_dag_has_every_stage_in_order() -> None:
     assert clean.upstream_task_ids == {"ingest_transactions"}
     assert dag.get_task("batch_inference").upstream_task_ids == {"train_model"}
     assert dag.get_task("train_model").upstream_task_ids == {"register_features"}
+    # the online store is loaded beside training: the batch path never waits for it
+    assert dag.get_task("materialize_features").upstream_task_ids == {"register_features"}
+    assert dag.get_task("materialize_features").downstream_task_ids == set()
 
 
 def test_a_broken_config_fails_only_its_own_dag_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

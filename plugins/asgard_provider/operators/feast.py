@@ -229,21 +229,82 @@ class FeastRegisterOperator(LineageMixin, BaseOperator):
 
     def _entities_in_window(self, iceberg: IcebergHook, start: datetime, end: datetime) -> int | None:
         """Entities with a row in [start, end]: the rows the online store now holds for this view."""
-        import pyarrow.compute as pc
+        return entities_in_window(iceberg, self.source_table, self.join_key, self.timestamp_field, start, end, self.log)
 
+
+def entities_in_window(
+    iceberg: IcebergHook, table: str, join_key: str, timestamp_field: str, start: datetime, end: datetime, log: Any
+) -> int | None:
+    """Count entities of ``table`` with a row whose timestamp is in [start, end] (``None`` if unreadable)."""
+    import pyarrow.compute as pc
+
+    try:
+        data = iceberg.load_table(table).scan(selected_fields=(join_key, timestamp_field)).to_arrow()
+    except Exception as exc:  # the count is informative only; materialization already succeeded
+        log.warning("could not count materialized rows of %s: %s", table, exc)
+        return None
+    ts = data.column(timestamp_field)
+    if ts.type.tz is None:  # type: ignore[attr-defined]
+        bounds = (start.replace(tzinfo=None), end.replace(tzinfo=None))
+    else:
+        bounds = (start, end)
+    mask = pc.and_(pc.greater_equal(ts, bounds[0]), pc.less_equal(ts, bounds[1]))
+    return len(pc.unique(data.filter(mask).column(join_key)))
+
+
+class FeastMaterializeOperator(LineageMixin, BaseOperator):
+    """Load a registered feature view's latest values into the online store.
+
+    Materializes timestamps in ``[data_interval_end - ttl, data_interval_end]``. The batch path (training,
+    batch inference) reads the offline store, so the factory runs this task beside training, not before it.
+    """
+
+    template_fields: Sequence[str] = ("source_table",)
+    ui_color = "#9b88ff"
+
+    def __init__(
+        self,
+        *,
+        feature_view: str,
+        source_table: str,
+        join_key: str,
+        timestamp_field: str,
+        ttl_days: int = 90,
+        iceberg_conn_id: str = IcebergHook.default_conn_name,
+        feast_conn_id: str = FeastHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.feature_view = feature_view
+        self.source_table = source_table
+        self.join_key = join_key
+        self.timestamp_field = timestamp_field
+        self.ttl_days = ttl_days
+        self.iceberg_conn_id = iceberg_conn_id
+        self.feast_conn_id = feast_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Materialize the view for this run's window; return the window and the entities it holds."""
+        feast = FeastHook(self.feast_conn_id)
         try:
-            data = (
-                iceberg.load_table(self.source_table)
-                .scan(selected_fields=(self.join_key, self.timestamp_field))
-                .to_arrow()
-            )
-        except Exception as exc:  # the count is informative only; materialization already succeeded
-            self.log.warning("could not count materialized rows of %s: %s", self.source_table, exc)
-            return None
-        ts = data.column(self.timestamp_field)
-        if ts.type.tz is None:  # type: ignore[attr-defined]
-            bounds = (start.replace(tzinfo=None), end.replace(tzinfo=None))
-        else:
-            bounds = (start, end)
-        mask = pc.and_(pc.greater_equal(ts, bounds[0]), pc.less_equal(ts, bounds[1]))
-        return len(pc.unique(data.filter(mask).column(self.join_key)))
+            feast.get_store().get_feature_view(self.feature_view)
+        except Exception as exc:
+            raise FeatureStoreError(
+                f"feature view {self.feature_view!r} is not registered in Feast project {feast.project!r}: "
+                "run the register_features task first"
+            ) from exc
+        end = interval_end(context)
+        start = end - timedelta(days=self.ttl_days)
+        feast.materialize(start, end, [self.feature_view])
+        iceberg = IcebergHook(self.iceberg_conn_id)
+        rows = entities_in_window(iceberg, self.source_table, self.join_key, self.timestamp_field, start, end, self.log)
+        self.log.info("materialized %s entities of %s from %s to %s", rows, self.feature_view, start, end)
+        self.lineage_input(self.source_table, table=iceberg.load_table(self.source_table))
+        self.lineage_output(f"{self.feature_view}.online", namespace=feast_namespace(feast.project), rows=rows)
+        return {
+            "project": feast.project,
+            "feature_view": self.feature_view,
+            "materialized_rows": rows,
+            "materialized_from": start.isoformat(),
+            "materialized_until": end.isoformat(),
+        }

@@ -120,11 +120,24 @@ def build_dag(cfg: PipelineConfig, *, base_dir: Path | None = None, config_path:
                 ttl_days=f.ttl_days,
                 tags=f.tags,
                 feature_service=f.feature_service,
-                materialize=f.materialize,
+                materialize=False,
             )
             for upstream in last_layer:
                 upstream >> features_task
             last_layer = [features_task]
+            if f.materialize:
+                from asgard_provider.operators.feast import FeastMaterializeOperator
+
+                # Online serving only: training and batch inference read the offline store, so this runs beside
+                # them instead of before them.
+                features_task >> FeastMaterializeOperator(
+                    task_id="materialize_features",
+                    feature_view=f.feature_view,
+                    source_table=f.source_table,
+                    join_key=f.join_key,
+                    timestamp_field=f.timestamp_field,
+                    ttl_days=f.ttl_days,
+                )
         if cfg.train and cfg.features:
             from asgard_provider.operators.mlflow import MLflowTrainOperator
 

@@ -142,3 +142,31 @@ def test_catalog_password_stays_out_of_the_feast_registry(
     entities = pd.DataFrame({"customer_id": [1001], "event_timestamp": [pd.Timestamp(snapshot_time(AS_OF), tz="UTC")]})
     features = FeastHook().historical_features(entities, FEATURE_REFS)
     assert int(features["total_purchases"].iloc[0]) == _latest(gold, 1001)["total_purchases"]
+
+
+def test_materialize_operator_loads_the_online_store_after_registration(gold_metrics: pa.Table) -> None:
+    from asgard_provider.operators.feast import FeastMaterializeOperator
+
+    materialize = FeastMaterializeOperator(
+        task_id="materialize_features",
+        feature_view="customer_churn_features",
+        source_table="gold.customer_metrics",
+        join_key="customer_id",
+        timestamp_field="feature_timestamp",
+        ttl_days=90,
+    )
+    with pytest.raises(FeatureStoreError, match=r"customer_churn_features.*not registered.*register_features"):
+        materialize.execute(run_context())
+
+    assert register_operator(materialize=False).execute(run_context())["materialized_rows"] is None
+    assert FeastHook().online_features(FEATURE_REFS, [{"customer_id": 1001}])["total_purchases"] == [None]
+
+    result = materialize.execute(run_context())
+    assert result["materialized_rows"] == 2000
+    online = FeastHook().online_features(FEATURE_REFS, [{"customer_id": 1001}])
+    assert online["total_purchases"] == [_latest(gold_metrics, 1001)["total_purchases"]]
+    lineage = materialize.get_openlineage_facets_on_complete(None)
+    assert [(d.namespace, d.name) for d in lineage.inputs] == [("iceberg://iceberg", "gold.customer_metrics")]
+    (online_view,) = lineage.outputs
+    assert (online_view.namespace, online_view.name) == ("feast://asgard", "customer_churn_features.online")
+    assert online_view.outputFacets["outputStatistics"].rowCount == 2000
