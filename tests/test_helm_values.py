@@ -247,7 +247,7 @@ def test_airflow_chart_runs_the_bundle_image_on_kubernetes_executor() -> None:
         if doc["kind"] == "RoleBinding"
         for s in doc["subjects"]
     }
-    assert airflow["workers"]["serviceAccount"]["name"] in bound
+    assert airflow["workers"]["kubernetes"]["serviceAccount"]["name"] in bound
 
 
 def test_raw_manifests_are_valid_kubernetes_objects() -> None:
@@ -362,3 +362,131 @@ def test_feature_server_store_is_the_store_the_feast_connection_describes(
     store = FeatureStore(repo_path=str(repo))  # Feast itself substitutes the variables
     assert store.project == "asgard"
     assert store.list_feature_views() == []
+
+
+# Key paths each values file may set, read from the upstream charts (stored public copies, looked up on the date of
+# this change). No chart here ships a values.schema.json small enough to vendor whole: Airflow's is ~650 KB, and
+# app-template's schema is split over a dozen $ref'd files of the bjw-s common library. So every path below was
+# checked by hand against the named upstream file; `*` stands for one key of a free-form map, a trailing `**` for
+# any subtree that the chart passes through unchecked (airflow.cfg sections, Kubernetes resource objects).
+KNOWN_PATHS: dict[str, set[str]] = {
+    # apache/airflow chart/values.yaml (chart 1.18, defaults 3.0.5) for every key; workers.kubernetes.* from the
+    # chart 1.21.0 release notes and the 1.22.0 "Customizing Workers" page, which moved the worker settings there.
+    "airflow": {
+        "airflowVersion",
+        "defaultAirflowTag",
+        "images.airflow.repository",
+        "images.airflow.tag",
+        "images.airflow.pullPolicy",
+        "executor",
+        "dags.persistence.enabled",
+        "dags.gitSync.enabled",
+        "postgresql.enabled",
+        "data.metadataSecretName",
+        "fernetKeySecretName",
+        "apiSecretKeySecretName",
+        "jwtSecretName",
+        "redis.enabled",
+        "config.*.*",
+        "env",
+        "extraEnvFrom",
+        "triggerer.enabled",
+        "triggerer.replicas",
+        "workers.kubernetes.resources.**",
+        "workers.kubernetes.serviceAccount.create",
+        "workers.kubernetes.serviceAccount.name",
+    },
+    # kubeflow/spark-operator charts/spark-operator-chart/values.yaml (2.x layout: controller/webhook/spark).
+    "spark-operator": {
+        "spark.jobNamespaces",
+        "spark.serviceAccount.create",
+        "spark.serviceAccount.name",
+        "spark.rbac.create",
+        "controller.replicas",
+        "controller.workers",
+        "webhook.enable",
+        "prometheus.metrics.enable",
+    },
+    # trinodb/charts charts/trino/values.yaml.
+    "trino": {"server.workers", "service.port", "envFrom", "catalogs.*"},
+    # airbytehq/airbyte-platform charts/airbyte/values.yaml (global.database.*, global.storage.* with the bucket and
+    # s3 keys it documents) and templates/helpers/_storage.tpl (global.storage.secretName; storageSecretName is
+    # the legacy spelling).
+    "airbyte": {
+        "global.edition",
+        "global.database.type",
+        "global.database.secretName",
+        "global.database.host",
+        "global.database.port",
+        "global.database.database",
+        "global.database.userSecretKey",
+        "global.database.passwordSecretKey",
+        "global.storage.type",
+        "global.storage.secretName",
+        "global.storage.bucket.log",
+        "global.storage.bucket.state",
+        "global.storage.bucket.workloadOutput",
+        "global.storage.s3.region",
+        "global.storage.s3.authenticationType",
+        "postgresql.enabled",
+        "minio.enabled",
+    },
+}
+# bjw-s/helm-charts charts/library/common: values.schema.json (global, configMaps, controllers, persistence,
+# service) and schemas/containers.json, configmap.json, persistence.json, service.json for the nested keys.
+_APP_TEMPLATE = {
+    "global.fullnameOverride",
+    "configMaps.*.data.*",
+    "controllers.*.containers.*.image.repository",
+    "controllers.*.containers.*.image.tag",
+    "controllers.*.containers.*.workingDir",
+    "controllers.*.containers.*.command",
+    "controllers.*.containers.*.args",
+    "controllers.*.containers.*.env.*",
+    "controllers.*.containers.*.envFrom",
+    "controllers.*.containers.*.probes.*.enabled",
+    "controllers.*.containers.*.probes.*.custom",
+    "controllers.*.containers.*.probes.*.spec.**",
+    "persistence.*.type",
+    "persistence.*.identifier",
+    "persistence.*.globalMounts",
+    "service.*.controller",
+    "service.*.ports.*.port",
+}
+KNOWN_PATHS |= {name: _APP_TEMPLATE for name in ("mlflow", "feast", "iceberg-rest")}
+
+
+def key_paths(node: Any, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Paths to every leaf of a values tree; lists and scalars are leaves."""
+    if isinstance(node, dict) and node:
+        return set().union(*(key_paths(value, (*prefix, str(key))) for key, value in node.items()))
+    return {prefix}
+
+
+def is_known(path: tuple[str, ...], patterns: set[str]) -> bool:
+    """Whether a leaf path matches one of the known-path patterns (`*` one key, trailing `**` any subtree)."""
+    for pattern in patterns:
+        parts = pattern.split(".")
+        if parts[-1] == "**":
+            head = parts[:-1]
+            if len(path) >= len(head) and all(p in ("*", k) for p, k in zip(head, path[: len(head)], strict=True)):
+                return True
+        elif len(parts) == len(path) and all(p in ("*", k) for p, k in zip(parts, path, strict=True)):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("chart", sorted(CHARTS))
+def test_values_files_only_set_keys_the_upstream_chart_has(chart: str) -> None:
+    unknown = sorted(".".join(p) for p in key_paths(values(chart)) if not is_known(p, KNOWN_PATHS[chart]))
+    assert unknown == [], f"helm-values/{chart}.yaml sets keys its chart does not define: {unknown}"
+
+
+def test_known_path_check_rejects_misplaced_keys() -> None:
+    airflow = KNOWN_PATHS["airflow"]
+    assert is_known(("workers", "kubernetes", "resources", "limits", "memory"), airflow)
+    assert is_known(("config", "core", "load_examples"), airflow)
+    assert not is_known(("workers", "resources", "limits", "memory"), airflow)  # the deprecated spelling
+    assert not is_known(("data", "fernetKeySecretName"), airflow)  # top-level key, not under data
+    assert not is_known(("global", "storage", "storageSecretName"), KNOWN_PATHS["airbyte"])
+    assert not is_known(("controllers", "main", "containers", "main", "workdir"), KNOWN_PATHS["mlflow"])
