@@ -68,7 +68,6 @@ def iceberg_source(settings: CatalogSettings, table: str, timestamp_field: str) 
     # A PostgreSQL catalog's password is kept out of it too: readers take it from PGPASSWORD.
     props = {k: v for k, v in settings.pyiceberg_properties().items() if k != "type" and not _STORE_SECRET.search(k)}
     props["uri"] = settings.split_password()[0]
-    export_catalog_password(settings)
     return IcebergSource(catalog_type=settings.type, catalog_properties=props, **common)
 
 
@@ -133,6 +132,7 @@ class FeastRegisterOperator(LineageMixin, BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         """Validate against the table, apply the definitions, materialize; return names and row count."""
         iceberg = IcebergHook(self.iceberg_conn_id)
+        export_catalog_password(iceberg.settings)  # the registry stores the catalog URI without it
         columns = self._validate(iceberg)
         objects = self._definitions(iceberg.settings, columns)
         feast = FeastHook(self.feast_conn_id)
@@ -149,18 +149,19 @@ class FeastRegisterOperator(LineageMixin, BaseOperator):
             "materialized_rows": None,
         }
         if self.materialize:
-            end = interval_end(context)
-            start = end - timedelta(days=self.ttl_days)
-            feast.materialize(start, end, [self.feature_view])
-            result["materialized_rows"] = self._entities_in_window(iceberg, start, end)
-            result["materialized_until"] = end.isoformat()
-            self.log.info(
-                "materialized %s entities of %s from %s to %s",
-                result["materialized_rows"],
+            rows, _, end = materialize_window(
+                feast,
+                iceberg,
                 self.feature_view,
-                start,
-                end,
+                self.source_table,
+                self.join_key,
+                self.timestamp_field,
+                self.ttl_days,
+                context,
+                self.log,
             )
+            result["materialized_rows"] = rows
+            result["materialized_until"] = end.isoformat()
         self.lineage_output(
             self.feature_view,
             namespace=feast_namespace(feast.project),
@@ -227,12 +228,28 @@ class FeastRegisterOperator(LineageMixin, BaseOperator):
             objects.append(FeatureService(name=self.feature_service, features=[view], tags=self.tags))
         return objects
 
-    def _entities_in_window(self, iceberg: IcebergHook, start: datetime, end: datetime) -> int | None:
-        """Entities with a row in [start, end]: the rows the online store now holds for this view."""
-        return entities_in_window(iceberg, self.source_table, self.join_key, self.timestamp_field, start, end, self.log)
+
+def materialize_window(
+    feast: FeastHook,
+    iceberg: IcebergHook,
+    feature_view: str,
+    table: str,
+    join_key: str,
+    timestamp_field: str,
+    ttl_days: int,
+    context: Context,
+    log: Any,
+) -> tuple[int | None, datetime, datetime]:
+    """Materialize ``[data_interval_end - ttl, data_interval_end]``; return the entities loaded and the window."""
+    end = interval_end(context)
+    start = end - timedelta(days=ttl_days)
+    feast.materialize(start, end, [feature_view])
+    rows = _entities_in_window(iceberg, table, join_key, timestamp_field, start, end, log)
+    log.info("materialized %s entities of %s from %s to %s", rows, feature_view, start, end)
+    return rows, start, end
 
 
-def entities_in_window(
+def _entities_in_window(
     iceberg: IcebergHook, table: str, join_key: str, timestamp_field: str, start: datetime, end: datetime, log: Any
 ) -> int | None:
     """Count entities of ``table`` with a row whose timestamp is in [start, end] (``None`` if unreadable)."""
@@ -285,6 +302,8 @@ class FeastMaterializeOperator(LineageMixin, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Materialize the view for this run's window; return the window and the entities it holds."""
+        iceberg = IcebergHook(self.iceberg_conn_id)
+        export_catalog_password(iceberg.settings)  # the registry stores the catalog URI without it
         feast = FeastHook(self.feast_conn_id)
         try:
             feast.get_store().get_feature_view(self.feature_view)
@@ -293,12 +312,17 @@ class FeastMaterializeOperator(LineageMixin, BaseOperator):
                 f"feature view {self.feature_view!r} is not registered in Feast project {feast.project!r}: "
                 "run the register_features task first"
             ) from exc
-        end = interval_end(context)
-        start = end - timedelta(days=self.ttl_days)
-        feast.materialize(start, end, [self.feature_view])
-        iceberg = IcebergHook(self.iceberg_conn_id)
-        rows = entities_in_window(iceberg, self.source_table, self.join_key, self.timestamp_field, start, end, self.log)
-        self.log.info("materialized %s entities of %s from %s to %s", rows, self.feature_view, start, end)
+        rows, start, end = materialize_window(
+            feast,
+            iceberg,
+            self.feature_view,
+            self.source_table,
+            self.join_key,
+            self.timestamp_field,
+            self.ttl_days,
+            context,
+            self.log,
+        )
         self.lineage_input(self.source_table, table=iceberg.load_table(self.source_table))
         self.lineage_output(f"{self.feature_view}.online", namespace=feast_namespace(feast.project), rows=rows)
         return {
