@@ -143,20 +143,9 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
         publish(context, output, snapshot_id=result["snapshot_id"], rows_written=result["rows_written"], mode=self.mode)
         if quarantine is not None:
             publish(context, quarantine, rows_written=result["rows_quarantined"], quarantine_of=output)
-        self.report_lineage(iceberg, result)
+        report_transform_lineage(self, iceberg, result)
         push(context, SPARK_UI_XCOM, spark.sparkContext.uiWebUrl)
         return result
-
-    def report_lineage(self, iceberg: IcebergHook, result: dict[str, Any]) -> None:
-        """Record the tables the SQL read and the output and quarantine tables written, with row counts."""
-        for name in result.get("input_tables") or []:
-            self.lineage_input(name, table=_table_or_none(iceberg, name))
-        self.lineage_output(
-            result["output_table"], table=_table_or_none(iceberg, result["output_table"]), rows=result["rows_written"]
-        )
-        if result.get("quarantine_table"):
-            quarantine = result["quarantine_table"]
-            self.lineage_output(quarantine, table=_table_or_none(iceberg, quarantine), rows=result["rows_quarantined"])
 
     def run_transform(self, spark: SparkSession) -> dict[str, Any]:
         """Run the rendered SELECT in ``spark`` and write output and quarantine tables; return table and row counts.
@@ -384,6 +373,20 @@ def read_tables(df: DataFrame) -> list[str]:
                 children.append(items.next())
         stack.extend(reversed(children))
     return found
+
+
+def report_transform_lineage(op: LineageMixin, iceberg: IcebergHook, result: dict[str, Any]) -> None:
+    """Record the tables a transform's SQL read and the output and quarantine tables written, with row counts.
+
+    ``result`` is what :meth:`SparkIcebergTransformOperator.run_transform` returns (locally or from a driver pod).
+    """
+    for name in result.get("input_tables") or []:
+        op.lineage_input(name, table=_table_or_none(iceberg, name))
+    output = result["output_table"]
+    op.lineage_output(output, table=_table_or_none(iceberg, output), rows=result["rows_written"])
+    if result.get("quarantine_table"):
+        quarantine = result["quarantine_table"]
+        op.lineage_output(quarantine, table=_table_or_none(iceberg, quarantine), rows=result["rows_quarantined"])
 
 
 def _table_or_none(iceberg: IcebergHook, name: str) -> Any:

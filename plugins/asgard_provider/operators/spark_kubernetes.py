@@ -24,7 +24,13 @@ from asgard_provider.kubernetes import (
 )
 from asgard_provider.lineage import LineageMixin
 from asgard_provider.links import SPARK_UI_XCOM, SparkUILink, push
-from asgard_provider.operators.spark_iceberg import MODES, _is_sql_path, _with_sql_loader, sql_dir
+from asgard_provider.operators.spark_iceberg import (
+    MODES,
+    _is_sql_path,
+    _with_sql_loader,
+    report_transform_lineage,
+    sql_dir,
+)
 
 if TYPE_CHECKING:
     import jinja2
@@ -314,22 +320,5 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
             publish(context, result["quarantine_table"], rows_written=result["rows_quarantined"], quarantine_of=output)
         ui = outcome.get("spark_ui")
         push(context, SPARK_UI_XCOM, ui if not ui or "://" in ui else f"http://{ui}")
-        self._report_lineage(result)
+        report_transform_lineage(self, IcebergHook(self.iceberg_conn_id), result)
         return result
-
-    def _report_lineage(self, result: dict[str, Any]) -> None:
-        """Report the tables the driver says its SQL read, and the output and quarantine tables with row counts."""
-        iceberg = IcebergHook(self.iceberg_conn_id)
-
-        def table(name: str) -> Any:
-            try:
-                return iceberg.load_table(name)
-            except Exception:  # lineage without a schema rather than a failed task
-                return None
-
-        for name in result.get("input_tables") or []:
-            self.lineage_input(name, table=table(name))
-        self.lineage_output(result["output_table"], table=table(result["output_table"]), rows=result["rows_written"])
-        if result.get("quarantine_table"):
-            quarantine = result["quarantine_table"]
-            self.lineage_output(quarantine, table=table(quarantine), rows=result["rows_quarantined"])
