@@ -8,6 +8,7 @@ them.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -107,3 +108,8 @@ def provider_connection_types() -> list[dict[str, Any]]:
             entry["conn-fields"] = spec["fields"]
         entries.append(entry)
     return entries
+
+
+def ui_field_behaviour(conn_type: str) -> dict[str, Any]:
+    """Return the form settings of ``conn_type`` in the shape of a hook's ``get_ui_field_behaviour()``."""
+    return copy.deepcopy(CONNECTION_TYPES[conn_type]["behaviour"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from datetime import datetime
@@ -114,13 +113,9 @@ class FeastHook(BaseHook):
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Relabel the generic connection form for a feature store."""
-        return {
-            "hidden_fields": ["schema", "login"],
-            "relabeling": {"host": "Redis host (online store)", "port": "Redis port", "password": "Redis password"},
-            "placeholders": {
-                "extra": json.dumps({"project": "asgard", "registry": "postgresql+psycopg2://feast@db:5432/feast"}),
-            },
-        }
+        from asgard_provider.connections import ui_field_behaviour
+
+        return ui_field_behaviour(cls.conn_type)
 
     @cached_property
     def _settings(self) -> tuple[dict[str, Any], Path]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
@@ -37,14 +36,9 @@ class IcebergHook(BaseHook):
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Relabel the generic connection form for a catalog."""
-        return {
-            "hidden_fields": ["port", "schema"],
-            "relabeling": {"host": "Catalog URI", "login": "Catalog DB user", "password": "Catalog DB password"},
-            "placeholders": {
-                "host": "postgresql+psycopg2://host:5432/catalog or http://rest-catalog:8181",
-                "extra": json.dumps({"catalog_type": "sql", "warehouse": "s3://lake/warehouse"}),
-            },
-        }
+        from asgard_provider.connections import ui_field_behaviour
+
+        return ui_field_behaviour(cls.conn_type)
 
     @cached_property
     def settings(self) -> CatalogSettings:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from functools import cached_property
@@ -43,14 +42,9 @@ class MLflowHook(BaseHook):
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Relabel the generic connection form for a tracking server."""
-        return {
-            "hidden_fields": ["schema", "port"],
-            "relabeling": {"host": "Tracking URI"},
-            "placeholders": {
-                "host": "http://mlflow:5000",
-                "extra": json.dumps({"artifact_location": "s3://lake/mlflow"}),
-            },
-        }
+        from asgard_provider.connections import ui_field_behaviour
+
+        return ui_field_behaviour(cls.conn_type)
 
     @cached_property
     def _settings(self) -> dict[str, str | None]:

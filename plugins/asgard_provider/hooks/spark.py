@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import tempfile
@@ -93,11 +92,9 @@ class SparkHook(BaseHook):
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Relabel the generic connection form for a Spark master."""
-        return {
-            "hidden_fields": ["schema", "login", "password"],
-            "relabeling": {"host": "Master"},
-            "placeholders": {"host": "local[2] or spark://spark-master", "extra": json.dumps({"conf": {}})},
-        }
+        from asgard_provider.connections import ui_field_behaviour
+
+        return ui_field_behaviour(cls.conn_type)
 
     @cached_property
     def connection_settings(self) -> tuple[str, dict[str, str]]:
