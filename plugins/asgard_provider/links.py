@@ -62,25 +62,31 @@ def mlflow_model_version_url(base: str, model_name: str, version: str) -> str:
 
 
 class _MLflowLink(BaseOperatorLink):
-    def _info(self, operator: BaseOperator, ti_key: TaskInstanceKey) -> tuple[str, dict[str, Any]] | None:
+    """A page of the MLflow UI built from what MLflowTrainOperator pushed; ``""`` until ``required`` is known."""
+
+    required: str
+
+    def url(self, base: str, info: dict[str, Any]) -> str:
+        """Return the page for ``info`` under the UI ``base`` URL."""
+        raise NotImplementedError
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        """Return the page, or ``""`` when the task pushed nothing yet or MLflow has no UI."""
         info = _xcom(ti_key, MLFLOW_XCOM)
-        if not isinstance(info, dict):
-            return None
+        if not isinstance(info, dict) or not info.get(self.required):
+            return ""
         base = mlflow_ui_url(str(getattr(operator, "mlflow_conn_id", "")))
-        return (base, info) if base else None
+        return self.url(base, info) if base else ""
 
 
 class MLflowRunLink(_MLflowLink):
     """The MLflow run a training task logged into."""
 
     name = "MLflow run"
+    required = "run_id"
 
-    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        """Return the run's page, or ``""`` when the task logged no run or MLflow has no UI."""
-        found = self._info(operator, ti_key)
-        if found is None or not found[1].get("run_id"):
-            return ""
-        base, info = found
+    def url(self, base: str, info: dict[str, Any]) -> str:
+        """Return the run's page."""
         return mlflow_run_url(base, info.get("experiment_id", "0"), info["run_id"])
 
 
@@ -88,13 +94,10 @@ class MLflowModelVersionLink(_MLflowLink):
     """The registered model version a training task created."""
 
     name = "MLflow model version"
+    required = "model_version"
 
-    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        """Return the version's page, or ``""`` when nothing was registered or MLflow has no UI."""
-        found = self._info(operator, ti_key)
-        if found is None or not found[1].get("model_version"):
-            return ""
-        base, info = found
+    def url(self, base: str, info: dict[str, Any]) -> str:
+        """Return the version's page."""
         return mlflow_model_version_url(base, info["model_name"], info["model_version"])
 
 
