@@ -8,7 +8,24 @@ from typing import Any
 
 import numpy as np
 
-from asgard_provider.exceptions import TrainingError
+from asgard_provider.exceptions import InferenceError, TrainingError
+
+#: Risk-level cut-offs (``predict.thresholds``) when none are given.
+DEFAULT_RISK_THRESHOLDS = {"high": 0.7, "medium": 0.4}
+
+
+def risk_thresholds(thresholds: dict[str, float] | None = None) -> tuple[float, float]:
+    """Return ``(high, medium)`` from ``thresholds`` over the defaults; raise unless ``0 < medium < high < 1``."""
+    cuts = {**DEFAULT_RISK_THRESHOLDS, **(thresholds or {})}
+    high, medium = float(cuts["high"]), float(cuts["medium"])
+    if not 0 < medium < high < 1:
+        raise InferenceError(f"thresholds need 0 < medium < high < 1, got medium={medium}, high={high}")
+    return high, medium
+
+
+def risk_level(probability: float, high: float, medium: float) -> str:
+    """``high`` at or above ``high``, ``medium`` at or above ``medium``, else ``low``."""
+    return "high" if probability >= high else "medium" if probability >= medium else "low"
 
 
 def _roc_auc(y: Any, p: Any) -> float:

@@ -3,7 +3,7 @@
 :class:`OnlineScorer` loads ``models:/<model>@champion`` and opens the feature store once; each
 :meth:`OnlineScorer.score` call is then one online-store read (SQLite embedded, Redis in production, as
 configured by the ``asgard_feast_default`` connection) plus one ``predict_proba`` on that row. The online
-store holds what ``FeastRegisterOperator`` materialized (``features.materialize: true``).
+store holds what ``FeastMaterializeOperator`` materialized (``features.materialize: true``).
 
 Command line (``asgard score`` and ``asgard serve`` are the same commands)::
 
@@ -28,13 +28,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from asgard_provider.evaluation import risk_level, risk_thresholds
 from asgard_provider.exceptions import AsgardError, InferenceError
 
 #: Registered model scored when neither ``--model`` nor ``--pipeline`` says otherwise.
 DEFAULT_MODEL = "customer_churn_predictor"
-
-#: Risk thresholds of the churn pipeline (``predict.thresholds``), used when none are given.
-DEFAULT_THRESHOLDS = {"high": 0.7, "medium": 0.4}
 
 #: Port of ``serve`` unless ``--port`` is given.
 DEFAULT_PORT = 8090
@@ -75,11 +73,6 @@ class Score:
         return {data.pop("entity_key"): data.pop("entity_id"), **data}
 
 
-def risk_level(probability: float, high: float, medium: float) -> str:
-    """``high`` at or above ``high``, ``medium`` at or above ``medium``, else ``low`` (as batch inference)."""
-    return "high" if probability >= high else "medium" if probability >= medium else "low"
-
-
 class OnlineScorer:
     """Serve churn probabilities for single entities from online features.
 
@@ -106,10 +99,7 @@ class OnlineScorer:
         from asgard_provider.hooks.feast import FeastHook
         from asgard_provider.hooks.mlflow import MLflowHook
 
-        cuts = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-        self.high, self.medium = float(cuts["high"]), float(cuts["medium"])
-        if not 0 < self.medium < self.high < 1:
-            raise InferenceError(f"thresholds need 0 < medium < high < 1, got medium={self.medium}, high={self.high}")
+        self.high, self.medium = risk_thresholds(thresholds)
         self.decision_threshold = decision_threshold
         self.model_name = model_name
         mlflow = MLflowHook(mlflow_conn_id) if mlflow_conn_id else MLflowHook()
@@ -236,7 +226,7 @@ class OnlineScorer:
             raise CustomerNotFoundError(
                 f"{self.entity_key} {key} has no online features in feature view {views} (Feast project "
                 f"{self.project!r}): the id is unknown, or its features were not materialized within the view's ttl; "
-                "materialize them with the pipeline's register_features task (features.materialize: true)"
+                "materialize them with the pipeline's materialize_features task (features.materialize: true)"
             )
         stamps = [response.get(f"{c}__ts", [0])[0] or 0 for c in self.columns]
         newest = max(_epoch_seconds(s) for s in stamps)

@@ -14,6 +14,7 @@ import pyarrow as pa
 from airflow.sdk import BaseOperator, Context
 
 from asgard_provider.assets import publish
+from asgard_provider.evaluation import risk_level, risk_thresholds
 from asgard_provider.exceptions import AsgardError, CatalogError, FeatureStoreError, InferenceError
 from asgard_provider.hooks.feast import FeastHook
 from asgard_provider.hooks.iceberg import IcebergHook
@@ -79,8 +80,8 @@ def _finite(value: float | None) -> float | None:
 
 
 def risk_levels(probabilities: Sequence[float], high: float, medium: float) -> list[str]:
-    """``high`` at or above ``high``, ``medium`` at or above ``medium``, else ``low``."""
-    return ["high" if p >= high else "medium" if p >= medium else "low" for p in probabilities]
+    """:func:`~asgard_provider.evaluation.risk_level` of each probability."""
+    return [risk_level(p, high, medium) for p in probabilities]
 
 
 class BatchInferenceOperator(LineageMixin, BaseOperator):
@@ -155,9 +156,7 @@ class BatchInferenceOperator(LineageMixin, BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         """Score, write and return rows written, model version, table and snapshot id."""
         as_of = self._as_of_date()
-        high, medium = float(self.thresholds.get("high", 0.7)), float(self.thresholds.get("medium", 0.4))
-        if not 0 < medium < high < 1:
-            raise InferenceError(f"thresholds need 0 < medium < high < 1, got medium={medium}, high={high}")
+        high, medium = risk_thresholds(self.thresholds)
         if self.batch_size <= 0:
             raise InferenceError(f"batch_size must be positive, got {self.batch_size}")
         if not self.feature_refs:
