@@ -79,6 +79,11 @@ class LineageMixin:
         if all((d.namespace, d.name) != (dataset.namespace, dataset.name) for d in inputs):
             inputs.append(dataset)
 
+    def lineage_feature_views(self, feature_refs: Sequence[str], project: str) -> None:
+        """Record the Feast feature views that refs like ``view:feature`` read, in project ``project``."""
+        for view in sorted({ref.split(":", 1)[0] for ref in feature_refs}):
+            self.lineage_input(view, namespace=feast_namespace(project))
+
     def lineage_output(
         self,
         name: str,

@@ -19,7 +19,7 @@ from asgard_provider.exceptions import AsgardError, CatalogError, FeatureStoreEr
 from asgard_provider.hooks.feast import FeastHook
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.mlflow import MLflowHook
-from asgard_provider.lineage import LineageMixin, feast_namespace, mlflow_namespace, model_dataset_name
+from asgard_provider.lineage import LineageMixin, mlflow_namespace, model_dataset_name
 from asgard_provider.monitoring import DRIFT_THRESHOLD, RunningStats
 from asgard_provider.training import EVENT_TIMESTAMP, PROFILE_ARTIFACT
 
@@ -270,9 +270,7 @@ class BatchInferenceOperator(LineageMixin, BaseOperator):
         model = model_dataset_name(self.model_name, version)
         self.lineage_input(model, namespace=mlflow_namespace(mlflow.tracking_uri()))
         self.lineage_input(self.entity_table, table=iceberg.load_table(self.entity_table))
-        project = FeastHook(self.feast_conn_id).project
-        for view in sorted({ref.split(":", 1)[0] for ref in self.feature_refs}):
-            self.lineage_input(view, namespace=feast_namespace(project))
+        self.lineage_feature_views(self.feature_refs, FeastHook(self.feast_conn_id).project)
         self.lineage_output(result["table"], table=iceberg.load_table(result["table"]), rows=result["rows_written"])
         if monitoring:
             table = iceberg.load_table(monitoring["table"])

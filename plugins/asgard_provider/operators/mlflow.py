@@ -23,7 +23,7 @@ from asgard_provider.exceptions import AsgardError, TrainingError
 from asgard_provider.hooks.feast import FeastHook
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.mlflow import MLflowHook
-from asgard_provider.lineage import LineageMixin, feast_namespace, mlflow_namespace, model_dataset_name
+from asgard_provider.lineage import LineageMixin, mlflow_namespace, model_dataset_name
 from asgard_provider.links import MLFLOW_XCOM, MLflowModelVersionLink, MLflowRunLink, push
 from asgard_provider.settings import asgard_home, include_dir
 from asgard_provider.training import CONTEXT_ENV, HOLDOUT_ARTIFACT, TrainingContext
@@ -228,9 +228,7 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
 
     def _report_lineage(self, mlflow: MLflowHook, version: str) -> None:
         """Report the feature views and label table read and the model version registered."""
-        project = FeastHook(self.feast_conn_id).project
-        for view in sorted({ref.split(":", 1)[0] for ref in self.features}):
-            self.lineage_input(view, namespace=feast_namespace(project))
+        self.lineage_feature_views(self.features, FeastHook(self.feast_conn_id).project)
         try:
             label = IcebergHook(self.iceberg_conn_id).load_table(self.label_table)
         except AsgardError:
