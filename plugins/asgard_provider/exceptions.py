@@ -1,11 +1,14 @@
-"""Exceptions raised by Asgard. SDK errors are wrapped at the hook boundary."""
+"""Exceptions raised by Asgard. SDK errors are wrapped at the hook boundary.
+
+This module imports nothing from Airflow: training scripts, the Spark driver and pods import Asgard's
+engines (and so these exceptions) in processes where Airflow is not configured or not installed. Airflow
+fails a task on any exception, so Asgard's errors need no Airflow base class.
+"""
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowException
 
-
-class AsgardError(AirflowException):
+class AsgardError(Exception):
     """Base class for every error Asgard raises."""
 
 

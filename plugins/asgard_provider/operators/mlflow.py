@@ -19,6 +19,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 
 from asgard_provider import evaluation
+from asgard_provider.child_env import child_env, store_credentials
 from asgard_provider.exceptions import AsgardError, TrainingError
 from asgard_provider.hooks.feast import FeastHook
 from asgard_provider.hooks.iceberg import IcebergHook
@@ -288,14 +289,15 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
         )
 
     def _run_script(self, script: Path, mlflow: MLflowHook, run_id: str, ctx_file: Path, workdir: Path) -> None:
-        env = {
-            **os.environ,
-            **mlflow.env(),
-            "MLFLOW_RUN_ID": run_id,
-            CONTEXT_ENV: str(ctx_file),
-            "ASGARD_HOME": str(asgard_home()),
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = child_env(
+            {
+                **store_credentials(),
+                **mlflow.env(),
+                "MLFLOW_RUN_ID": run_id,
+                CONTEXT_ENV: str(ctx_file),
+                "ASGARD_HOME": str(asgard_home()),
+            }
+        )
         command = [self.python or sys.executable, str(script)]
         self.log.info("running %s", " ".join(command))
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,35 @@ def test_scripts_outside_include_training_are_rejected(script: str, asgard_home:
 def test_missing_script_is_named(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match=r"training/nope\.py does not exist"):
         resolve_script("nope.py", tmp_path)
+
+
+#: Runs the real churn script after recording what the child process sees.
+ENV_PROBE = """
+import json, os, runpy, sys
+import asgard_provider.training  # must not import Airflow (whose settings are poisoned in the parent)
+assert not [m for m in sys.modules if m == "airflow" or m.startswith("airflow.")], "asgard_provider imported Airflow"
+with open(os.path.join(os.environ["ASGARD_HOME"], "child_env.json"), "w") as out:
+    json.dump(dict(os.environ), out)
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
+def test_script_gets_a_minimal_environment_and_trains_without_airflow(
+    ml_home: Path, champion: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a scheduler the task process carries Airflow's poisoned DB setting and every connection."""
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "airflow-db-not-allowed:///")
+    monkeypatch.setenv("AIRFLOW_CONN_SOURCE_DB", '{"conn_type": "postgres", "password": "pw-0f-source"}')
+    monkeypatch.setenv("WORKER_ONLY_SETTING", "not for scripts")
+    real = Path(__file__).resolve().parents[3] / "include" / "training" / "churn_training.py"
+    include = _scripts(tmp_path, "probe.py", ENV_PROBE.format(script=str(real)))
+
+    result = train_operator(script="probe.py", include_dir=str(include)).execute(run_context(run_id="scheduled__env"))
+
+    assert result["metrics"]["roc_auc"] >= 0.75
+    seen = json.loads((ml_home / "child_env.json").read_text())
+    assert not [k for k in seen if k.startswith("AIRFLOW")], sorted(seen)
+    assert "WORKER_ONLY_SETTING" not in seen
+    assert "pw-0f-source" not in json.dumps(seen)
+    assert {"MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "ASGARD_TRAINING_CONTEXT", "ASGARD_HOME", "PATH"} <= set(seen)
+    assert seen["MLFLOW_RUN_ID"] == result["run_id"]
