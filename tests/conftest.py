@@ -19,6 +19,17 @@ os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
+# dbt manifests are built ahead of DAG parsing (`asgard dbt compile`), shared by every test's ASGARD_HOME.
+os.environ.setdefault("ASGARD_DBT_MANIFESTS", str(REPO / ".asgard" / "dbt" / "manifests"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dbt_manifests() -> Path:
+    """Manifests of the bundle's dbt projects, as `make install` builds them (a no-op when up to date)."""
+    from asgard_provider.dbt.cosmos import compile_projects, manifests_dir
+
+    compile_projects(REPO / "include", ["duckdb", "trino"])  # trino: the production fixtures
+    return manifests_dir()
 
 
 @pytest.fixture

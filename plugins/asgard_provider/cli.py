@@ -252,6 +252,23 @@ def _tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dbt_compile(args: argparse.Namespace) -> int:
+    from asgard_provider.dbt.cosmos import compile_projects
+    from asgard_provider.pipeline.config import validate_all
+
+    base = _include(args)
+    used = {o.dbt.target for o in validate_all(base).values() if not isinstance(o, AsgardError) and o.dbt}
+    targets = sorted(used | set(args.target or []) or {"duckdb"})
+    try:
+        manifests = compile_projects(base, targets)
+    except AsgardError as exc:
+        print(f"FAIL {exc}", file=sys.stderr)
+        return 1
+    for manifest in manifests:
+        print(f"ok   {manifest}")
+    return 0
+
+
 def _docs_config(args: argparse.Namespace) -> int:
     from asgard_provider.config_docs import config_reference
 
@@ -297,6 +314,19 @@ def main(argv: list[str] | None = None) -> int:
     from asgard_provider.serving import add_commands
 
     add_commands(sub)  # score, serve, features: online scoring (docs/ml.md)
+
+    dbt = sub.add_parser("dbt", help="dbt projects of the bundle")
+    dbt_sub = dbt.add_subparsers(dest="what", required=True)
+    compile_ = dbt_sub.add_parser(
+        "compile", help="build the manifest of every include/dbt project (DAG files never run dbt)"
+    )
+    compile_.add_argument(
+        "--include-dir", help="the bundle's include/ folder (default: $ASGARD_INCLUDE_DIR or the repo's)"
+    )
+    compile_.add_argument(
+        "--target", action="append", help="also build for this profile target (repeatable; default: the pipelines')"
+    )
+    compile_.set_defaults(func=_dbt_compile)
 
     docs = sub.add_parser("docs", help="generated documentation")
     docs_sub = docs.add_subparsers(dest="what", required=True)

@@ -54,9 +54,17 @@ def test_new_pipeline_scaffold_passes_strict_validation_and_builds_its_dag(
     assert code == 0, out
     assert out.startswith("ok ") and "pipeline store_sales" in out
 
-    # The DAG stub builds every stage (dbt parses the scaffolded project), and `show` lists exactly its tasks.
+    # A new dbt project has no manifest yet: the DAG file names the command, which builds it.
+    from asgard_provider.exceptions import TransformError
     from asgard_provider.pipeline.factory import dag_from_file
 
+    with pytest.raises(TransformError, match=r"store_sales \(target duckdb\).*Run `asgard dbt compile`"):
+        dag_from_file(dags / "store_sales.py")
+    code, out, _ = _run(capsys, "dbt", "compile")
+    assert code == 0, out
+    assert "store_sales-duckdb-" in out
+
+    # The DAG stub builds every stage, and `show` lists exactly its tasks.
     dag = dag_from_file(dags / "store_sales.py")
     code, out, _ = _run(capsys, "show", "store_sales", "--json")
     assert code == 0

@@ -83,3 +83,27 @@ def test_plugins_folder_does_not_shadow_libraries(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "site-packages" in out.stdout and "asgard_provider" not in out.stdout, out.stdout
+
+
+def test_a_changed_dbt_project_is_an_import_error_naming_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dbt_manifests: Path
+) -> None:
+    """The DAG processor never runs dbt: a project changed since `asgard dbt compile` fails fast, by name."""
+    include = tmp_path / "include"
+    shutil.copytree(REPO / "include", include, ignore=shutil.ignore_patterns("target", "logs"))
+    model = include / "dbt" / "customer_churn" / "models" / "gold" / "customer_metrics.sql"
+    model.write_text(model.read_text() + "\n-- edited after the last compile\n")
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    for name in ("customer_churn.py", "customer_value.py"):
+        shutil.copy(REPO / "dags" / name, dags / name)
+    monkeypatch.setenv("ASGARD_INCLUDE_DIR", str(include))
+    built = set(dbt_manifests.iterdir())
+
+    bag = _dagbag(dags)
+
+    assert set(bag.import_errors) == {str(dags / "customer_churn.py")}
+    error = bag.import_errors[str(dags / "customer_churn.py")]
+    assert "customer_churn (target duckdb)" in error and "Run `asgard dbt compile`" in error
+    assert "customer_value" in bag.dags
+    assert set(dbt_manifests.iterdir()) == built, "parsing a DAG file ran dbt"

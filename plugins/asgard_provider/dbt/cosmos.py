@@ -1,20 +1,23 @@
 """Render a dbt project as an Airflow task group with astronomer-cosmos, from a cached manifest.
 
-Parsing a DAG file must stay cheap: the project is parsed once per content change (``dbt parse`` through
-dbt's Python runner, under a file lock so concurrent DAG processors do not race), and Cosmos renders the
-task group from that ``manifest.json`` (``LoadMode.DBT_MANIFEST``), never running ``dbt ls`` per parse.
+Parsing a DAG file must stay cheap: manifests are built ahead of parsing (``asgard dbt compile``, run by
+``make install`` and the image build: ``dbt parse`` through dbt's Python runner, content-addressed by the
+project's files), and Cosmos renders the task group from that ``manifest.json`` (``LoadMode.DBT_MANIFEST``).
+A DAG file never runs dbt: a missing or stale manifest is an import error naming the command to run.
 Each model runs as ``dbt build`` of that model (``TestBehavior.BUILD``): its tests run in the same
 invocation, and a failing test fails the task so nothing downstream consumes the model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,35 +55,73 @@ def _dbt_env(target: str) -> dict[str, str]:
     }
 
 
-def ensure_manifest(project_dir: Path, *, target: str = "duckdb", cache_dir: Path | None = None) -> Path:
-    """Return the path of an up-to-date ``manifest.json`` for ``project_dir``, parsing the project if needed.
+#: Environment variable naming the folder of built manifests (default ``$ASGARD_HOME/dbt/manifests``).
+MANIFESTS_ENV = "ASGARD_DBT_MANIFESTS"
 
-    Manifests are cached under ``$ASGARD_HOME/dbt/manifests/<project>-<target>-<fingerprint>/``.
-    Raises :class:`TransformError` with dbt's own message when the project does not parse.
-    """
+#: The command that builds every manifest a DAG file needs (named in the parse-time error).
+COMPILE_COMMAND = "asgard dbt compile"
+
+
+def manifests_dir() -> Path:
+    """Folder of built manifests: ``$ASGARD_DBT_MANIFESTS`` or ``$ASGARD_HOME/dbt/manifests``."""
+    configured = os.environ.get(MANIFESTS_ENV)
+    return Path(configured).resolve() if configured else asgard_home() / "dbt" / "manifests"
+
+
+def manifest_path(project_dir: Path, *, target: str = "duckdb", cache_dir: Path | None = None) -> Path:
+    """Where the manifest of ``project_dir``'s current content for ``target`` lives (content-addressed)."""
     project_dir = Path(project_dir).resolve()
     if not (project_dir / "dbt_project.yml").is_file():
         raise TransformError(f"{project_dir}/dbt_project.yml does not exist")
-    root = cache_dir or asgard_home() / "dbt" / "manifests"
-    out = root / f"{project_dir.name}-{target}-{project_fingerprint(project_dir)}"
-    manifest = out / "manifest.json"
+    root = cache_dir or manifests_dir()
+    return root / f"{project_dir.name}-{target}-{project_fingerprint(project_dir)}" / "manifest.json"
+
+
+def require_manifest(project_dir: Path, *, target: str = "duckdb") -> Path:
+    """Return the built manifest of ``project_dir`` as it is now; never runs dbt (DAG files call this).
+
+    Raises :class:`TransformError` naming the command to run when the manifest is missing or stale.
+    """
+    manifest = manifest_path(project_dir, target=target)
+    if not manifest.is_file():
+        raise TransformError(
+            f"no dbt manifest for {Path(project_dir).resolve()} (target {target}) as it is now: the project is new "
+            f"or changed since the last build. Run `{COMPILE_COMMAND}` (done by `make install` and the image build); "
+            f"manifests are read from {manifest.parent.parent} (${MANIFESTS_ENV})"
+        )
+    return manifest
+
+
+def ensure_manifest(project_dir: Path, *, target: str = "duckdb", cache_dir: Path | None = None) -> Path:
+    """Return the path of an up-to-date ``manifest.json`` for ``project_dir``, running ``dbt parse`` if needed.
+
+    Used by ``asgard dbt compile`` and tests, never while a DAG file parses. Raises :class:`TransformError`
+    with dbt's own message when the project does not parse.
+    """
+    manifest = manifest_path(project_dir, target=target, cache_dir=cache_dir)
     if manifest.is_file():
         return manifest
+    out, root = manifest.parent, manifest.parent.parent
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{project_dir.name}.lock", "w") as lock:
+    with open(root / f".{out.name.rsplit('-', 1)[0]}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if manifest.is_file():  # another process parsed it while we waited
             return manifest
         staging = out.with_name(out.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
-        _parse(project_dir, staging, target)
+        _parse(Path(project_dir).resolve(), staging, target)
         shutil.rmtree(out, ignore_errors=True)
         staging.rename(out)
     return manifest
 
 
+def compile_projects(include: Path, targets: list[str]) -> list[Path]:
+    """Build the manifest of every project under ``include/dbt/`` for each target; return the manifests."""
+    projects = sorted(p.parent for p in (include / "dbt").glob("*/dbt_project.yml"))
+    return [ensure_manifest(project, target=target) for project in projects for target in targets]
+
+
 def _parse(project_dir: Path, target_path: Path, target: str) -> None:
-    from cosmos.dbt.project import environ
     from dbt.cli.main import dbtRunner
 
     args = [
@@ -99,11 +140,26 @@ def _parse(project_dir: Path, target_path: Path, target: str) -> None:
         "--quiet",
     ]
     _forget_duckdb_environment()
-    with environ(_dbt_env(target)):
+    with _environ(_dbt_env(target)):
         result = dbtRunner().invoke(args)
     if not result.success or not (target_path / "manifest.json").is_file():
         reason = result.exception or _last_errors(target_path / "logs" / "dbt.log")
         raise TransformError(f"dbt project {project_dir} does not parse (target {target}): {reason}")
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Set ``values`` in ``os.environ`` for the block (dbt reads its profile variables from there)."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _forget_duckdb_environment() -> None:
@@ -148,7 +204,7 @@ def build_dbt_task_group(
     from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
 
     project_dir = Path(project_dir).resolve()
-    manifest = ensure_manifest(project_dir, target=target)
+    manifest = require_manifest(project_dir, target=target)
     project_name = _project_name(manifest) or project_dir.name
     args: dict[str, Any] = {
         "install_deps": False,
