@@ -17,6 +17,23 @@ def get_provider_info() -> dict[str, Any]:
         "description": "Ingest, Spark/Iceberg transforms, dbt, Feast, MLflow training and batch inference.",
         "versions": [__version__],
         "connection-types": provider_connection_types(),
+        "config": {
+            "asgard": {
+                "description": "Asgard provider settings.",
+                "options": {
+                    "local_spark_pool": {
+                        "description": (
+                            "Airflow pool for local Spark transforms (each starts its own JVM); empty: the default "
+                            "pool. `make airflow` creates asgard_spark with one slot."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "asgard_spark",
+                        "default": "",
+                    }
+                },
+            }
+        },
         "extra-links": [
             "asgard_provider.links.MLflowRunLink",
             "asgard_provider.links.MLflowModelVersionLink",

@@ -7,6 +7,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +27,8 @@ DEFAULT_MASTER = "local[2]"
 ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
 #: Comma-separated jar paths; when set, replaces jar discovery entirely.
 JARS_ENV = "ASGARD_SPARK_JARS"
+#: Seconds between progress lines while a local Spark job runs (a long task never goes quiet in its log).
+PROGRESS_EVERY_S = 30.0
 #: Folders searched for JDBC driver jars (Debian/Ubuntu packages install them in /usr/share/java).
 JDBC_JAR_DIRS = (Path("/usr/share/java"), Path("/usr/local/share/java"))
 _JDBC_JARS = {
@@ -328,6 +331,49 @@ def _create_catalog_tables(catalog: CatalogSettings) -> None:
     engine = getattr(sql_catalog, "engine", None)
     if engine is not None:
         engine.dispose()
+
+
+def local_spark_pool() -> str | None:
+    """Airflow pool for local Spark tasks: ``[asgard] local_spark_pool`` (``None``: Airflow's default pool).
+
+    Each local Spark task starts its own JVM; on a small worker a pool with one or two slots keeps them from
+    starting at once and fighting over the cores (``make airflow`` creates ``asgard_spark`` with one slot).
+    """
+    from airflow.providers.common.compat.sdk import conf
+
+    return conf.get("asgard", "local_spark_pool", fallback="") or None
+
+
+class SparkProgress:
+    """Log what a local Spark session is doing every ``every`` seconds while a block runs (a context manager)."""
+
+    def __init__(self, spark: SparkSession, what: str, logger: logging.Logger, every: float = PROGRESS_EVERY_S):
+        self.spark, self.what, self.logger, self.every = spark, what, logger, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="asgard-spark-progress", daemon=True)
+
+    def __enter__(self) -> SparkProgress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        started = time.monotonic()
+        while not self._stop.wait(self.every):
+            self.logger.info("%s: still running after %.0fs; %s", self.what, time.monotonic() - started, self.status())
+
+    def status(self) -> str:
+        """Active stages with their finished/total tasks, e.g. ``stage 4 (count at ...): 3/8 tasks``."""
+        try:
+            tracker = self.spark.sparkContext.statusTracker()
+            stages = [tracker.getStageInfo(s) for s in tracker.getActiveStageIds()]
+        except Exception as exc:  # the JVM may be going away; progress lines are best effort
+            return f"no Spark status ({exc.__class__.__name__})"
+        parts = [f"stage {i.stageId} ({i.name}): {i.numCompletedTasks}/{i.numTasks} tasks" for i in stages if i]
+        return "; ".join(parts) or "no active Spark stage (planning, committing or writing metadata)"
 
 
 def _alive(session: SparkSession) -> bool:

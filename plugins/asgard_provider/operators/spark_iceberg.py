@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ from asgard_provider.assets import publish
 from asgard_provider.catalog import CATALOG_NAME, split_table_name
 from asgard_provider.exceptions import TransformError
 from asgard_provider.hooks.iceberg import IcebergHook
-from asgard_provider.hooks.spark import SparkHook
+from asgard_provider.hooks.spark import SparkHook, SparkProgress, local_spark_pool
 from asgard_provider.lineage import LineageMixin
 from asgard_provider.links import SPARK_UI_XCOM, SparkUILink, push
 from asgard_provider.settings import include_dir
@@ -81,6 +82,7 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
         spark_conn_id: str = SparkHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("pool", local_spark_pool())
         super().__init__(**kwargs)
         if mode not in MODES:
             raise ValueError(f"{self.task_id}: mode {mode!r} is not one of {', '.join(MODES)}")
@@ -135,8 +137,12 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
         if not self._rendered:
             self.render_template_fields(context)
         iceberg = IcebergHook(self.iceberg_conn_id)
+        started = time.monotonic()
+        self.log.info("starting the Spark session (a new JVM in a fresh task process takes 10-30s)")
         spark = SparkHook(self.spark_conn_id).get_session(iceberg.settings)
-        result = self.run_transform(spark)
+        self.log.info("Spark session ready in %.1fs (%s)", time.monotonic() - started, spark.sparkContext.master)
+        with SparkProgress(spark, self.sql_source, self.log):
+            result = self.run_transform(spark)
         output, quarantine = result["output_table"], result["quarantine_table"]
         snapshot = iceberg.load_table(output).current_snapshot()
         result["snapshot_id"] = snapshot.snapshot_id if snapshot is not None else None

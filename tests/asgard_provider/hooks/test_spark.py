@@ -161,3 +161,20 @@ def test_postgres_catalog_shared_with_pyiceberg(postgres_catalog: CatalogSetting
     assert sorted(written) == [10, 20]
     table.append(pa.table({"amount": pa.array([3], pa.int64())}))
     assert spark.sql("SELECT sum(amount) AS s FROM iceberg.bronze.amounts").collect()[0].s == 6
+
+
+@pytest.mark.spark
+def test_progress_lines_name_the_running_stage(asgard_home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import time
+
+    from asgard_provider.hooks.spark import SparkProgress
+
+    spark = SparkHook().get_session(IcebergHook().settings)
+    logger = logging.getLogger("test.spark.progress")
+    slow = spark.sparkContext.parallelize(range(4), 2).map(lambda x: (time.sleep(1.5), x)[1])
+    with caplog.at_level(logging.INFO, logger=logger.name), SparkProgress(spark, "slow.sql", logger, every=0.5):
+        assert slow.sum() == 6
+    lines = [r.getMessage() for r in caplog.records if r.name == logger.name]
+    assert lines, "no progress line while the job ran"
+    assert any(line.startswith("slow.sql: still running after ") and "/2 tasks" in line for line in lines), lines
