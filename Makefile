@@ -17,13 +17,15 @@ export SCARF_ANALYTICS := false
 export AIRFLOW_CONN_ASGARD_CUSTOMERS_DB ?= {"conn_type": "sqlite", "host": "$(ASGARD_HOME)/sources/customers.db"}
 export AIRFLOW_CONN_ASGARD_TRANSACTIONS_DB ?= {"conn_type": "sqlite", "host": "$(ASGARD_HOME)/sources/transactions.db"}
 
-DEMO_DATE ?= 2025-11-11
+# The demo data is as of today (UTC), so the runs a scheduler creates for an unpaused DAG find data.
+DEMO_DATE ?= $(shell date -u +%F)
 STAMP := $(VENV)/.installed
 
-.PHONY: help install manifests system-deps data airflow-db demo report test test-fast lint validate clean bench
+.PHONY: help install manifests system-deps data airflow-db airflow demo report test test-fast lint validate clean bench
 
 help:
 	@echo "make demo      set up everything and run the churn pipeline end to end (embedded, no servers)"
+	@echo "make airflow   run Airflow (UI, scheduler, LocalExecutor on PostgreSQL) + MLflow UI with the demo DAGs"
 	@echo "make test      unit tests + end-to-end pipeline tests"
 	@echo "make validate  check every include/pipelines/*.yaml without Airflow running"
 	@echo "make lint      ruff + mypy"
@@ -50,6 +52,10 @@ data: $(STAMP)
 
 airflow-db: $(STAMP)
 	$(BIN)/airflow db migrate > $(ASGARD_HOME)/airflow-db-migrate.log 2>&1 || (cat $(ASGARD_HOME)/airflow-db-migrate.log; exit 1)
+
+# api-server, scheduler, dag-processor, triggerer and an MLflow server; prints the UI address and login.
+airflow: install data
+	./scripts/airflow-local.sh
 
 demo: install data airflow-db
 	$(BIN)/asgard validate --strict

@@ -11,13 +11,15 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = REPO / ".venv" / "bin" / "python"
 AIRFLOW = REPO / ".venv" / "bin" / "airflow"
-AS_OF = "2025-11-11"
+#: The demo data is as of today (UTC), as `make data` writes it: the run a scheduler creates finds data.
+AS_OF = datetime.now(UTC).date().isoformat()
 
 
 def isolated_env(home: Path, *, sources: str = "sqlite", db: str | None = None) -> dict[str, str]:

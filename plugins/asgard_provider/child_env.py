@@ -45,7 +45,12 @@ STORE_CREDENTIALS = (
 FORBIDDEN_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_")
 
 #: Quiet progress bars and telemetry in children: their output becomes task log lines.
-QUIET = {"PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "DO_NOT_TRACK": "1"}
+QUIET = {
+    "PYTHONUNBUFFERED": "1",
+    "TQDM_DISABLE": "1",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "DO_NOT_TRACK": "1",
+}
 
 
 def child_env(stage_env: Mapping[str, str], parent: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -35,7 +35,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,6 @@ import pandas as pd
 DEFAULT_CUSTOMERS = 100_000
 DEFAULT_TRANSACTIONS = 1_200_000
 DEFAULT_TICKETS = 45_000
-DEFAULT_AS_OF = date(2025, 11, 11)
 DEFAULT_SEED = 42
 
 #: First day of the transaction history Silver keeps; a few older rows are planted for it to drop.
@@ -869,7 +868,7 @@ def generate(
     customers: int = DEFAULT_CUSTOMERS,
     transactions: int = DEFAULT_TRANSACTIONS,
     tickets: int = DEFAULT_TICKETS,
-    as_of: date = DEFAULT_AS_OF,
+    as_of: date | None = None,
     seed: int = DEFAULT_SEED,
     postgres_url: str | None = None,
     mysql_url: str | None = None,
@@ -879,8 +878,10 @@ def generate(
     The manifest holds the rows written per source (``customers``, ``transactions``, ``support_tickets``, all
     rows including dirty ones), ``distinct_customers``, ``dirty`` (per source, rows per planted defect),
     ``as_of``, ``seed``, the ``files`` and ``signal`` (churn rate at ``as_of - 60 days``). With ``postgres_url``
-    / ``mysql_url`` the customers / transactions are also loaded into those servers.
+    / ``mysql_url`` the customers / transactions are also loaded into those servers. ``as_of`` defaults to today
+    (UTC), so the runs a scheduler creates for the current date find data.
     """
+    as_of = as_of or datetime.now(UTC).date()
     if customers < 10 or transactions < customers or tickets < 1:
         raise ValueError("need at least 10 customers, as many transactions as customers and one ticket")
     if as_of < DATA_START + timedelta(days=2 * LABEL_HORIZON_DAYS):
@@ -956,7 +957,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=DEFAULT_CUSTOMERS)
     parser.add_argument("--transactions", type=int, default=DEFAULT_TRANSACTIONS)
     parser.add_argument("--tickets", type=int, default=DEFAULT_TICKETS)
-    parser.add_argument("--as-of", type=date.fromisoformat, default=DEFAULT_AS_OF, help="YYYY-MM-DD")
+    parser.add_argument("--as-of", type=date.fromisoformat, default=None, help="YYYY-MM-DD (default: today, UTC)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the three row counts")
     parser.add_argument("--postgres", metavar="URL", help="also load customers, e.g. postgresql://postgres@host/db")

@@ -14,6 +14,7 @@ import yaml
 from airflow.sdk import BaseHook
 
 from asgard_provider.exceptions import FeatureStoreError
+from asgard_provider.library_logs import quiet_library_logs
 from asgard_provider.settings import asgard_home
 
 #: Feast project used when the connection does not name one.
@@ -109,6 +110,7 @@ class FeastHook(BaseHook):
     def __init__(self, feast_conn_id: str = default_conn_name) -> None:
         super().__init__()
         self.feast_conn_id = feast_conn_id
+        quiet_library_logs()
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:

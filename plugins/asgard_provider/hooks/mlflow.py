@@ -11,6 +11,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from asgard_provider.exceptions import AsgardError, InferenceError, TrainingError
+from asgard_provider.library_logs import quiet_library_logs
 from asgard_provider.settings import asgard_home
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -38,6 +39,7 @@ class MLflowHook(BaseHook):
     def __init__(self, mlflow_conn_id: str = default_conn_name) -> None:
         super().__init__()
         self.mlflow_conn_id = mlflow_conn_id
+        quiet_library_logs()
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:

@@ -48,6 +48,10 @@ _DEFAULT_CONF = {
     "spark.sql.session.timeZone": "UTC",
 }
 _LOCAL_CONF = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
+#: JVM flags of a local-mode driver: each task process starts its own short-lived JVM, whose start and first
+#: queries are mostly JIT compilation and GC setup. The client compiler alone and the serial collector halve
+#: that on a 2-core machine (benchmarks/spark_startup.py: cold session 26 s -> 12 s under load).
+_LOCAL_JAVA_OPTS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 _LOG4J2 = """\
 rootLogger.level = warn
 rootLogger.appenderRef.stderr.ref = console
@@ -126,6 +130,8 @@ class SparkHook(BaseHook):
         jars = find_jars(catalog)
         conf["spark.jars"] = ",".join(jars)
         java_opts = [f"-Dlog4j2.configurationFile={_log4j2_file().as_uri()}"]
+        if master.startswith("local"):
+            java_opts.extend(_LOCAL_JAVA_OPTS)
         native = [str(d) for d in _NATIVE_LIB_DIRS if d.is_dir()]
         if native:
             java_opts.append("-Djava.library.path=" + os.pathsep.join(native))
