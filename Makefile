@@ -34,11 +34,11 @@ help:
 system-deps:
 	@./.ci/system-deps
 
-$(STAMP): requirements.lock plugins/asgard_provider/pyproject.toml
+$(STAMP): requirements.lock plugins/asgard_provider/pyproject.toml demo/pyproject.toml
 	@test -x $(PYTHON) || $(PY_VERSION) -m venv $(VENV)
 	$(PYTHON) -m pip install -q uv
 	$(BIN)/uv pip install --python $(PYTHON) -r requirements.lock
-	$(BIN)/uv pip install --python $(PYTHON) --no-deps -e plugins/asgard_provider
+	$(BIN)/uv pip install --python $(PYTHON) --no-deps -e plugins/asgard_provider -e demo
 	@touch $(STAMP)
 
 install: system-deps $(STAMP) manifests
@@ -48,7 +48,7 @@ manifests: $(STAMP)
 	$(BIN)/asgard dbt compile
 
 data: $(STAMP)
-	$(PYTHON) -m asgard_provider.demo_data --out $(ASGARD_HOME)/sources --as-of $(DEMO_DATE)
+	$(PYTHON) -m asgard_demo.data --out $(ASGARD_HOME)/sources --as-of $(DEMO_DATE)
 
 airflow-db: $(STAMP)
 	$(BIN)/airflow db migrate > $(ASGARD_HOME)/airflow-db-migrate.log 2>&1 || (cat $(ASGARD_HOME)/airflow-db-migrate.log; exit 1)
@@ -62,10 +62,10 @@ demo: install data airflow-db
 	@# `dags test` cannot reuse a logical date that already has a run: forget the previous demo run first.
 	@$(BIN)/airflow dags delete customer_churn --yes > /dev/null 2>&1 || true
 	$(BIN)/airflow dags test customer_churn $(DEMO_DATE)T06:00:00+00:00
-	$(PYTHON) -m asgard_provider.report --as-of $(DEMO_DATE)
+	$(PYTHON) -m asgard_demo.report --as-of $(DEMO_DATE)
 
 report:
-	$(PYTHON) -m asgard_provider.report --as-of $(DEMO_DATE)
+	$(PYTHON) -m asgard_demo.report --as-of $(DEMO_DATE)
 
 validate: $(STAMP)
 	$(BIN)/asgard validate --strict

@@ -73,7 +73,7 @@ def run(cmd: Sequence[object], env: dict[str, str] | None = None, *, log: Path |
 
 def generate_sources(home: Path, scale: float, env: dict[str, str], extra: Sequence[object] = ()) -> float:
     """Write the demo sources at ``scale`` x seed size into ``home/sources``; return seconds taken."""
-    cmd: list[object] = [PYTHON, "-m", "asgard_provider.demo_data", "--out", home / "sources", "--as-of", AS_OF]
+    cmd: list[object] = [PYTHON, "-m", "asgard_demo.data", "--out", home / "sources", "--as-of", AS_OF]
     return run([*cmd, "--scale", str(scale), *extra], env)
 
 

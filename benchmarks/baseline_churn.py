@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/baseline_churn.py --sources .asgard/sources [--as-of 2025-11-11] [--json out.json]
 
-Reads the demo sources (SQLite files + JSONL written by ``asgard_provider.demo_data``), applies the Silver
+Reads the demo sources (SQLite files + JSONL written by ``asgard_demo.data``), applies the Silver
 cleaning rules of ``include/sql/customer_churn/*.sql`` and the Gold features and label of
 ``include/dbt/customer_churn/models/gold/customer_metrics.sql`` with DuckDB, trains the same random forest
 (``n_estimators=100, max_depth=10``, same hash-based holdout as ``TrainingContext.split``) and scores the
@@ -210,7 +210,7 @@ def read_sqlite(path: Path, table: str) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sources", type=Path, required=True, help="folder written by asgard_provider.demo_data")
+    parser.add_argument("--sources", type=Path, required=True, help="folder written by asgard_demo.data")
     parser.add_argument("--as-of", type=date.fromisoformat, default=date(2025, 11, 11))
     parser.add_argument("--out", type=Path, help="predictions Parquet file (default: a temporary file)")
     parser.add_argument("--json", type=Path, help="write timings and metrics to this file")

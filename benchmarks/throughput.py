@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/throughput.py --scale 1 10
 
 Loads the demo sources into a scratch database (customers in PostgreSQL, transactions in MariaDB, via
-``asgard_provider.demo_data --postgres/--mysql``), runs ``customer_churn`` with ``dag.test()`` against them
+``asgard_demo.data --postgres/--mysql``), runs ``customer_churn`` with ``dag.test()`` against them
 (ingestion through SqlToIcebergOperator -> IcebergHook.write, Spark SQL transforms, dbt, Feast, MLflow, batch
 inference), and reports for each task the rows it handled (its return value), rows/s, and the peak RSS of the
 process tree (Airflow process + Spark JVM + training subprocess) sampled every 0.2 s while it ran.

@@ -22,6 +22,10 @@ os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
 # dbt manifests are built ahead of DAG parsing (`asgard dbt compile`), shared by every test's ASGARD_HOME.
 os.environ.setdefault("ASGARD_DBT_MANIFESTS", str(REPO / ".asgard" / "dbt" / "manifests"))
 
+# Configure Airflow (and its log handlers) once, before any test captures stdout: Asgard's engines no longer
+# import Airflow, so the first import would otherwise happen inside a test and log into its captured output.
+import airflow as _airflow  # noqa: E402,F401
+
 
 @pytest.fixture(scope="session", autouse=True)
 def dbt_manifests() -> Path:

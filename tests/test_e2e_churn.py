@@ -36,7 +36,7 @@ def _drop_databases(name: str) -> None:
 @pytest.fixture(params=["embedded", pytest.param("servers", marks=[pytest.mark.postgres, pytest.mark.mysql])])
 def embedded_sources(request: pytest.FixtureRequest, asgard_home: Path, monkeypatch: pytest.MonkeyPatch):
     """The demo sources: SQLite files (embedded default) or customers in PostgreSQL + transactions in MariaDB."""
-    from asgard_provider.demo_data import generate
+    from asgard_demo.data import generate
 
     out = asgard_home / "sources"
     if request.param == "embedded":

@@ -17,7 +17,7 @@ SCALE = {"customers": 6_000, "transactions": 72_000, "tickets": 50}
 @pytest.fixture
 def sources(asgard_home: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     """The churn demo's customer database and transaction system, as SQLite files."""
-    from asgard_provider.demo_data import generate
+    from asgard_demo.data import generate
 
     out = asgard_home / "sources"
     manifest = generate(out, as_of=AS_OF, seed=11, **SCALE)

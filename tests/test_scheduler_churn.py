@@ -50,7 +50,7 @@ def _drop_db() -> None:
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """`make airflow`'s launcher on a temporary ASGARD_HOME with small demo sources as of today."""
-    from asgard_provider.demo_data import generate
+    from asgard_demo.data import generate
 
     root = tmp_path_factory.mktemp("scheduler")
     home = root / "asgard"

@@ -31,9 +31,10 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 
 def test_new_pipeline_scaffold_passes_strict_validation_and_builds_its_dag(
-    bundle: tuple[Path, Path], asgard_home: Path, capsys: pytest.CaptureFixture[str]
+    bundle: tuple[Path, Path], asgard_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     include, dags = bundle
+    monkeypatch.setenv("ASGARD_DBT_MANIFESTS", str(asgard_home / "manifests"))  # nothing built for this bundle yet
     code, out, _ = _run(capsys, "new", "pipeline", "store_sales")
     assert code == 0
     expected = [
@@ -66,6 +67,7 @@ def test_new_pipeline_scaffold_passes_strict_validation_and_builds_its_dag(
 
     # The DAG stub builds every stage, and `show` lists exactly its tasks.
     dag = dag_from_file(dags / "store_sales.py")
+    capsys.readouterr()  # Cosmos logs its rendering to stdout
     code, out, _ = _run(capsys, "show", "store_sales", "--json")
     assert code == 0
     shown = json.loads(out)

@@ -1,6 +1,6 @@
 """Generate the churn demo's source data: customers, transactions and support tickets with a learnable signal.
 
-``python -m asgard_provider.demo_data --out DIR`` writes the three sources of the seed's use case guide:
+``python -m asgard_demo.data --out DIR`` writes the three sources of the seed's use case guide:
 
 - ``DIR/customers.db`` (SQLite, table ``customers``): the customer database,
 - ``DIR/transactions.db`` (SQLite, table ``transactions``): the transaction system,
@@ -951,8 +951,8 @@ def _summary(manifest: dict[str, Any], out_dir: Path, seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line entry point: ``python -m asgard_provider.demo_data --out DIR``."""
-    parser = argparse.ArgumentParser(prog="python -m asgard_provider.demo_data", description=__doc__.splitlines()[0])
+    """Command line entry point: ``python -m asgard_demo.data --out DIR``."""
+    parser = argparse.ArgumentParser(prog="python -m asgard_demo.data", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="directory for customers.db, transactions.db, ...")
     parser.add_argument("--customers", type=int, default=DEFAULT_CUSTOMERS)
     parser.add_argument("--transactions", type=int, default=DEFAULT_TRANSACTIONS)

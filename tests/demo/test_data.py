@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow.json as pajson
 import pytest
 
-from asgard_provider import demo_data
-from asgard_provider.demo_data import DIRTY_RATES, file_digest, generate, load_mysql, load_postgres
+from asgard_demo import data as demo_data
+from asgard_demo.data import DIRTY_RATES, file_digest, generate, load_mysql, load_postgres
 
 AS_OF = date(2025, 11, 11)
 SMALL = {"customers": 2_000, "transactions": 24_000, "tickets": 900}

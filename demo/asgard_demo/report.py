@@ -43,7 +43,7 @@ def top_risk(hook: IcebergHook, table: str, as_of: str, limit: int = 10) -> list
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m asgard_provider.report --as-of 2025-11-11``."""
+    """Entry point: ``python -m asgard_demo.report --as-of 2025-11-11``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--as-of", required=True, help="the run's as-of date (YYYY-MM-DD)")
     parser.add_argument("--model", default="customer_churn_predictor")
