@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,6 +19,7 @@ import pandas as pd
 import pytest
 
 from asgard_provider import cli
+from asgard_provider.api.app import BODY_TIMEOUT
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.mlflow import MLflowHook
 from asgard_provider.serving import (
@@ -366,3 +373,86 @@ def test_api_sql_reaches_only_catalog_tables(api: tuple[Any, dict[str, str]], sq
     response = client.post("/query", json={"sql": sql, "timeout_seconds": 0.5}, headers=auth)
     assert response.status_code == 400, response.text
     assert message in response.json()["detail"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"server did not listen on {port}:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def served(trained: dict[str, Any], airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`asgard serve` in its own process (uvicorn), with Airflow's SimpleAuthManager: user admin, password pw."""
+    folder = tmp_path_factory.mktemp("serve")
+    (folder / "passwords.json").write_text(json.dumps({"admin": "pw"}))
+    port = _free_port()
+    env = {
+        **os.environ,
+        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex * 2,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(folder / "passwords.json"),
+    }
+    asgard = str(Path(sys.executable).parent / "asgard")
+    log = folder / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [asgard, "serve", "--pipeline", "customer_churn", "--port", str(port)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        _wait_for_port(port, proc, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        assert "pw" not in log.read_text().split("serving ")[-1], "a password reached the server log"
+
+
+def _raw(base: str, request: bytes) -> socket.socket:
+    host, port = base.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=20)
+    sock.sendall(request)
+    return sock
+
+
+def test_serve_answers_while_idle_and_short_body_clients_hold_connections(served: str) -> None:
+    """Issue 14.2: under uvicorn, one idle TCP client or a short body does not block anyone else."""
+    import httpx
+
+    token = httpx.post(f"{served}/auth/token", json={"username": "admin", "password": "pw"}, timeout=30)
+    assert token.status_code == 201, token.text
+    auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    assert httpx.get(f"{served}/score/1001", timeout=30).status_code == 401
+    assert httpx.get(f"{served}/score/1001", headers=auth, timeout=30).status_code == 200  # warm: first DB use
+    idle = _raw(served, b"")
+    short = _raw(
+        served, b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"
+    )
+    negative = _raw(served, b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n")
+    try:
+        started = time.monotonic()
+        response = httpx.get(f"{served}/score/1001", headers=auth, timeout=5)
+        assert response.status_code == 200, response.text
+        assert time.monotonic() - started < 3
+        assert negative.recv(200).startswith(b"HTTP/1.1 400")
+        # The short body is given up after BODY_TIMEOUT: its connection does not stay open forever.
+        short.settimeout(BODY_TIMEOUT + 10)
+        answer = short.recv(200)  # socket.timeout if the server still held it
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer
+    finally:
+        for sock in (idle, short, negative):
+            sock.close()
