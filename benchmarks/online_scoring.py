@@ -6,7 +6,7 @@ MLflowTrainOperator with include/training/churn_training.py at the pipeline's hy
 (100 trees, depth 10). Then, per online store, it loads one OnlineScorer (model and FeatureStore once),
 warms up, and times N requests over random customer ids: the whole score() call, its two parts (online
 read, predict), and scikit-learn's own one-row predict_proba for comparison. The SQLite store is also timed
-through the HTTP endpoint (wsgiref on 127.0.0.1).
+through the HTTP endpoint (the Asgard API on uvicorn, 127.0.0.1).
 
     .venv/bin/python benchmarks/online_scoring.py [--requests 1000] [--customers 5000] [--no-redis]
 
@@ -191,28 +191,27 @@ def _measure(label: str, scorer: Any, ids: list[int], warmup: int) -> list[tuple
 
 
 def _measure_http(scorer: Any, ids: list[int], warmup: int) -> tuple[str, dict[str, float]]:
-    from wsgiref.simple_server import WSGIRequestHandler, make_server
+    import uvicorn
 
-    from asgard_provider.serving import make_app
+    from asgard_provider.api import create_app
 
-    class Quiet(WSGIRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = make_server("127.0.0.1", 0, make_app(scorer), handler_class=Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    app = create_app(auth=False, model_name=scorer.model_name)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    base = f"http://127.0.0.1:{server.server_port}/score/"
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    base = f"http://127.0.0.1:{port}/score/"
 
     def get(customer: int) -> None:
         with urllib.request.urlopen(base + str(customer), timeout=10) as response:
             json.loads(response.read())
 
     try:
-        return "sqlite: HTTP GET /score/<id> (wsgiref, loopback)", _percentiles(_time(get, ids, warmup))
+        return "sqlite: HTTP GET /score/<id> (Asgard API on uvicorn, loopback)", _percentiles(_time(get, ids, warmup))
     finally:
-        server.shutdown()
-        server.server_close()
+        server.should_exit = True
         thread.join(timeout=10)
 
 

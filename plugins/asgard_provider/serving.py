@@ -8,7 +8,7 @@ store holds what ``FeastMaterializeOperator`` materialized (``features.materiali
 Command line (``asgard score`` and ``asgard serve`` are the same commands)::
 
     python -m asgard_provider.serving score --customer-id 1001
-    python -m asgard_provider.serving serve --port 8090       # GET /score/1001, POST /score, GET /health
+    python -m asgard_provider.serving serve --port 8090       # the Asgard HTTP API (asgard_provider.api) on uvicorn
     python -m asgard_provider.serving features --customer-id 1001 --format mlflow   # body for `mlflow models serve`
 
 See docs/ml.md ("Online scoring").
@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 from asgard_provider.evaluation import risk_level, risk_thresholds
 from asgard_provider.exceptions import AsgardError, InferenceError
@@ -40,7 +39,8 @@ DEFAULT_PORT = 8090
 #: Run tag (written by MLflowTrainOperator) listing the Feast feature refs a model was trained on.
 FEATURES_TAG = "asgard.features"
 
-_INTEGER_TYPES = ("INT32", "INT64")
+#: Bounds of the integer Feast value types: an id outside them is invalid input, not a store error.
+_INTEGER_BOUNDS = {"INT32": (-(2**31), 2**31 - 1), "INT64": (-(2**63), 2**63 - 1)}
 
 
 class CustomerNotFoundError(InferenceError):
@@ -49,6 +49,23 @@ class CustomerNotFoundError(InferenceError):
 
 class InvalidEntityIdError(InferenceError):
     """The requested id cannot be a value of the join key (e.g. ``abc`` for an integer key)."""
+
+
+class ModelNotFoundError(InferenceError):
+    """The registry has no such model, version or alias."""
+
+
+class InvalidFeaturesError(InferenceError):
+    """A feature row given by the caller does not match the model's columns."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's answer for one feature row."""
+
+    churn_probability: float
+    prediction: int
+    risk_level: str
 
 
 @dataclass(frozen=True)
@@ -73,7 +90,128 @@ class Score:
         return {data.pop("entity_key"): data.pop("entity_id"), **data}
 
 
-class OnlineScorer:
+class ModelScorer:
+    """One registered model version, loaded once, scoring feature rows given by the caller.
+
+    :param model_name: registered MLflow model.
+    :param model_alias: alias to load (``champion``); ignored when ``model_version`` is given.
+    :param thresholds: ``{"high": 0.7, "medium": 0.4}`` risk level cut-offs.
+    :param decision_threshold: probability at or above which ``prediction`` is 1.
+    """
+
+    def __init__(
+        self,
+        model_name: str = DEFAULT_MODEL,
+        *,
+        model_alias: str = "champion",
+        model_version: str | None = None,
+        thresholds: dict[str, float] | None = None,
+        decision_threshold: float = 0.5,
+        mlflow_conn_id: str | None = None,
+    ) -> None:
+        from asgard_provider.hooks.mlflow import MLflowHook
+
+        self.high, self.medium = risk_thresholds(thresholds)
+        self.decision_threshold = decision_threshold
+        self.model_name = model_name
+        self.mlflow = MLflowHook(mlflow_conn_id) if mlflow_conn_id else MLflowHook()
+        self.model_version = resolve_version(self.mlflow, model_name, model_alias, model_version)
+        self.model = self.mlflow.load_sklearn_model(model_name, self.model_version)
+        if not hasattr(self.model, "predict_proba"):
+            raise InferenceError(
+                f"{model_name} version {self.model_version} ({type(self.model).__name__}) has no predict_proba"
+            )
+        if getattr(self.model, "n_jobs", None) not in (None, 1):
+            # A thread pool per one-row prediction costs more than the prediction itself.
+            self.model.n_jobs = 1
+        classes = [int(c) for c in getattr(self.model, "classes_", [0, 1])]
+        if 1 not in classes:
+            raise InferenceError(f"{model_name} version {self.model_version} has no positive class 1 ({classes})")
+        self._positive = classes.index(1)
+        self._trees = _forest_trees(self.model)
+        fitted = [str(c) for c in getattr(self.model, "feature_names_in_", [])]
+        self.columns = fitted or [ref.split(":", 1)[-1] for ref in self._trained_refs()]
+
+    def _trained_refs(self) -> list[str]:
+        run_id = self.mlflow.version_run_id(self.model_name, self.model_version)
+        tag = None
+        if run_id is not None:
+            try:
+                tag = self.mlflow.client().get_run(run_id).data.tags.get(FEATURES_TAG)
+            except Exception as exc:
+                raise InferenceError(f"cannot read run {run_id} of {self.model_name}: {exc}") from exc
+        if not tag:
+            raise InferenceError(
+                f"{self.model_name} version {self.model_version} has no {FEATURES_TAG} run tag (it was not trained by "
+                "MLflowTrainOperator): pass the Feast feature refs (feature_refs / --pipeline)"
+            )
+        return [ref for ref in str(tag).split(",") if ref]
+
+    def row(self, values: dict[str, Any]) -> dict[str, float | None]:
+        """Check a caller's feature row against the model's columns; return it as floats in column order."""
+        missing = [c for c in self.columns if c not in values]
+        unknown = sorted(set(values) - set(self.columns))
+        if missing or unknown:
+            parts = [
+                f"missing {', '.join(missing)}" if missing else "",
+                f"unknown {', '.join(unknown)}" if unknown else "",
+            ]
+            raise InvalidFeaturesError(
+                f"{self.model_name} version {self.model_version} takes {', '.join(self.columns)}: "
+                + "; ".join(p for p in parts if p)
+            )
+        row: dict[str, float | None] = {}
+        for column in self.columns:
+            value = values[column]
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise InvalidFeaturesError(f"feature {column} must be a number or null, got {value!r}")
+            row[column] = None if value is None else float(value)
+        return row
+
+    def probability(self, values: dict[str, float | None]) -> float:
+        """Churn probability of one feature row (``{column: value}``; ``None`` is a missing value).
+
+        Equal to ``model.predict_proba`` on that row. For a random forest / extra-trees model and a row without
+        missing values, the trees are evaluated directly, in the forest's own order and arithmetic: scikit-learn's
+        per-tree job dispatch costs about ten times the prediction of a single row.
+        """
+        import numpy as np
+
+        row = np.array([[np.nan if values[c] is None else values[c] for c in self.columns]], dtype="float64")
+        if self._trees is not None and not np.isnan(row).any():
+            data = row.astype(np.float32)
+            total = np.zeros((1, len(self.model.classes_)), dtype="float64")
+            for tree in self._trees:
+                total += tree.predict_proba(data, check_input=False)
+            total /= len(self._trees)
+            return float(total[0, self._positive])
+        import pandas as pd
+
+        frame = pd.DataFrame(row, columns=self.columns)
+        return float(self.model.predict_proba(frame)[0, self._positive])
+
+    def predict(self, values: dict[str, float | None]) -> Prediction:
+        """Probability, 0/1 decision and risk level of one feature row."""
+        probability = self.probability(values)
+        return Prediction(
+            churn_probability=probability,
+            prediction=int(probability >= self.decision_threshold),
+            risk_level=risk_level(probability, self.high, self.medium),
+        )
+
+
+def resolve_version(mlflow: Any, name: str, alias: str | None, version: str | None) -> str:
+    """Version number of ``name`` at ``version`` or ``@alias``; :class:`ModelNotFoundError` if the registry has none."""
+    try:
+        return mlflow.version_for(name, alias=None if version else alias, version=version)
+    except InferenceError as exc:
+        code = getattr(exc.__cause__, "error_code", "")
+        if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            raise ModelNotFoundError(str(exc)) from exc.__cause__
+        raise
+
+
+class OnlineScorer(ModelScorer):
     """Serve churn probabilities for single entities from online features.
 
     :param model_name: registered MLflow model.
@@ -96,75 +234,31 @@ class OnlineScorer:
         mlflow_conn_id: str | None = None,
         feast_conn_id: str | None = None,
     ) -> None:
-        from asgard_provider.hooks.feast import FeastHook
-        from asgard_provider.hooks.mlflow import MLflowHook
+        import threading
 
-        self.high, self.medium = risk_thresholds(thresholds)
-        self.decision_threshold = decision_threshold
-        self.model_name = model_name
-        mlflow = MLflowHook(mlflow_conn_id) if mlflow_conn_id else MLflowHook()
-        self.model_version = mlflow.version_for(
-            model_name, alias=None if model_version else model_alias, version=model_version
+        from asgard_provider.hooks.feast import FeastHook
+
+        super().__init__(
+            model_name,
+            model_alias=model_alias,
+            model_version=model_version,
+            thresholds=thresholds,
+            decision_threshold=decision_threshold,
+            mlflow_conn_id=mlflow_conn_id,
         )
-        self.model = mlflow.load_sklearn_model(model_name, self.model_version)
-        if not hasattr(self.model, "predict_proba"):
-            raise InferenceError(
-                f"{model_name} version {self.model_version} ({type(self.model).__name__}) has no predict_proba"
-            )
-        if getattr(self.model, "n_jobs", None) not in (None, 1):
-            # A thread pool per one-row prediction costs more than the prediction itself.
-            self.model.n_jobs = 1
-        classes = [int(c) for c in getattr(self.model, "classes_", [0, 1])]
-        if 1 not in classes:
-            raise InferenceError(f"{model_name} version {self.model_version} has no positive class 1 ({classes})")
-        self._positive = classes.index(1)
-        self._trees = _forest_trees(self.model)
-        refs = list(feature_refs) if feature_refs else self._trained_refs(mlflow)
+        refs = list(feature_refs) if feature_refs else self._trained_refs()
         self.columns, self.feature_refs = self._model_columns(refs)
         feast = FeastHook(feast_conn_id) if feast_conn_id else FeastHook()
         self.store = feast.get_store()
         self.project = feast.project
         self.entity_key, self._key_type = self._join_key()
+        # The SQLite online store shares one connection between threads: one read at a time (well under 1 ms).
+        self._read_lock = threading.Lock()
 
     @classmethod
     def from_pipeline(cls, pipeline: str, base_dir: Path | None = None, **overrides: Any) -> OnlineScorer:
         """Build a scorer from ``include/pipelines/<pipeline>.yaml``: its model, alias, features and thresholds."""
-        from asgard_provider.pipeline.config import discover_pipelines, load_pipeline_config
-
-        paths = [p for p in discover_pipelines(base_dir) if p.stem == pipeline]
-        if not paths:
-            known = ", ".join(p.stem for p in discover_pipelines(base_dir)) or "none"
-            raise InferenceError(f"no pipeline {pipeline!r} in include/pipelines/ (pipelines: {known})")
-        cfg = load_pipeline_config(paths[0], base_dir=base_dir)
-        if cfg.train is None or cfg.features is None:
-            raise InferenceError(f"pipeline {pipeline!r} ({paths[0]}) has no features/train stage to score with")
-        kwargs: dict[str, Any] = {
-            "model_name": cfg.train.registered_model,
-            "feature_refs": [f"{cfg.features.feature_view}:{f.name}" for f in cfg.features.features],
-        }
-        if cfg.predict is not None:
-            kwargs["model_alias"] = cfg.predict.model_alias
-            kwargs["thresholds"] = dict(cfg.predict.thresholds)
-        given = {k: v for k, v in overrides.items() if v is not None}
-        if "thresholds" in given:
-            given["thresholds"] = {**kwargs.get("thresholds", {}), **given["thresholds"]}
-        kwargs.update(given)
-        return cls(**kwargs)
-
-    def _trained_refs(self, mlflow: Any) -> list[str]:
-        run_id = mlflow.version_run_id(self.model_name, self.model_version)
-        tag = None
-        if run_id is not None:
-            try:
-                tag = mlflow.client().get_run(run_id).data.tags.get(FEATURES_TAG)
-            except Exception as exc:
-                raise InferenceError(f"cannot read run {run_id} of {self.model_name}: {exc}") from exc
-        if not tag:
-            raise InferenceError(
-                f"{self.model_name} version {self.model_version} has no {FEATURES_TAG} run tag (it was not trained by "
-                "MLflowTrainOperator): pass the Feast feature refs (feature_refs / --pipeline)"
-            )
-        return [ref for ref in str(tag).split(",") if ref]
+        return cls(**pipeline_options(pipeline, base_dir, **overrides))
 
     def _model_columns(self, refs: list[str]) -> tuple[list[str], list[str]]:
         """Columns in the model's fitted order and the refs to read for them."""
@@ -200,22 +294,29 @@ class OnlineScorer:
 
     def entity_value(self, raw: Any) -> Any:
         """Convert an id from a URL or the command line to the join key's type (``"1001"`` -> ``1001``)."""
-        if self._key_type in _INTEGER_TYPES:
-            if isinstance(raw, bool):
-                raise InvalidEntityIdError(f"{self.entity_key} must be an integer, got {raw!r}")
-            try:
-                return int(str(raw).strip())
-            except ValueError:
-                raise InvalidEntityIdError(f"{self.entity_key} must be an integer, got {raw!r}") from None
-        return str(raw)
+        bounds = _INTEGER_BOUNDS.get(self._key_type)
+        if bounds is None:
+            return str(raw)
+        try:
+            if isinstance(raw, bool | float):
+                raise ValueError
+            value = int(str(raw).strip())
+        except ValueError:
+            raise InvalidEntityIdError(f"{self.entity_key} must be an integer, got {raw!r}") from None
+        if not bounds[0] <= value <= bounds[1]:
+            raise InvalidEntityIdError(
+                f"{self.entity_key} must be between {bounds[0]} and {bounds[1]} ({self._key_type}), got {value}"
+            )
+        return value
 
     def features(self, entity_id: Any) -> tuple[dict[str, float | None], str | None]:
         """Online feature values of one entity (model column order) and their latest event timestamp."""
         key = self.entity_value(entity_id)
         try:
-            response = self.store.get_online_features(
-                features=self.feature_refs, entity_rows=[{self.entity_key: key}]
-            ).to_dict(include_event_timestamps=True)
+            with self._read_lock:
+                response = self.store.get_online_features(
+                    features=self.feature_refs, entity_rows=[{self.entity_key: key}]
+                ).to_dict(include_event_timestamps=True)
         except Exception as exc:
             raise InferenceError(
                 f"online feature read for {self.entity_key}={key} from Feast project {self.project!r} failed: {exc}"
@@ -233,33 +334,11 @@ class OnlineScorer:
         stamp = datetime.fromtimestamp(newest, UTC).isoformat() if newest > 0 else None
         return {c: None if v is None else float(v) for c, v in values.items()}, stamp
 
-    def probability(self, values: dict[str, float | None]) -> float:
-        """Churn probability of one feature row (``{column: value}``; ``None`` is a missing value).
-
-        Equal to ``model.predict_proba`` on that row. For a random forest / extra-trees model and a row without
-        missing values, the trees are evaluated directly, in the forest's own order and arithmetic: scikit-learn's
-        per-tree job dispatch costs about ten times the prediction of a single row.
-        """
-        import numpy as np
-
-        row = np.array([[np.nan if values[c] is None else values[c] for c in self.columns]], dtype="float64")
-        if self._trees is not None and not np.isnan(row).any():
-            data = row.astype(np.float32)
-            total = np.zeros((1, len(self.model.classes_)), dtype="float64")
-            for tree in self._trees:
-                total += tree.predict_proba(data, check_input=False)
-            total /= len(self._trees)
-            return float(total[0, self._positive])
-        import pandas as pd
-
-        frame = pd.DataFrame(row, columns=self.columns)
-        return float(self.model.predict_proba(frame)[0, self._positive])
-
     def score(self, entity_id: Any) -> Score:
         """Read one entity's online features and return its churn probability and risk level."""
         values, stamp = self.features(entity_id)
         try:
-            probability = self.probability(values)
+            result = self.predict(values)
         except Exception as exc:
             missing = [c for c, v in values.items() if v is None]
             hint = f" (no online value for {', '.join(missing)})" if missing else ""
@@ -270,9 +349,9 @@ class OnlineScorer:
         return Score(
             entity_key=self.entity_key,
             entity_id=self.entity_value(entity_id),
-            churn_probability=probability,
-            prediction=int(probability >= self.decision_threshold),
-            risk_level=risk_level(probability, self.high, self.medium),
+            churn_probability=result.churn_probability,
+            prediction=result.prediction,
+            risk_level=result.risk_level,
             model_name=self.model_name,
             model_version=str(self.model_version),
             feature_timestamp=stamp,
@@ -301,6 +380,31 @@ class OnlineScorer:
         }
 
 
+def pipeline_options(pipeline: str, base_dir: Path | None = None, **overrides: Any) -> dict[str, Any]:
+    """:class:`OnlineScorer` arguments from ``include/pipelines/<pipeline>.yaml``, with non-None ``overrides``."""
+    from asgard_provider.pipeline.config import discover_pipelines, load_pipeline_config
+
+    paths = [p for p in discover_pipelines(base_dir) if p.stem == pipeline]
+    if not paths:
+        known = ", ".join(p.stem for p in discover_pipelines(base_dir)) or "none"
+        raise InferenceError(f"no pipeline {pipeline!r} in include/pipelines/ (pipelines: {known})")
+    cfg = load_pipeline_config(paths[0], base_dir=base_dir)
+    if cfg.train is None or cfg.features is None:
+        raise InferenceError(f"pipeline {pipeline!r} ({paths[0]}) has no features/train stage to score with")
+    kwargs: dict[str, Any] = {
+        "model_name": cfg.train.registered_model,
+        "feature_refs": [f"{cfg.features.feature_view}:{f.name}" for f in cfg.features.features],
+    }
+    if cfg.predict is not None:
+        kwargs["model_alias"] = cfg.predict.model_alias
+        kwargs["thresholds"] = dict(cfg.predict.thresholds)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "thresholds" in given:
+        given["thresholds"] = {**kwargs.get("thresholds", {}), **given["thresholds"]}
+    kwargs.update(given)
+    return kwargs
+
+
 def _forest_trees(model: Any) -> list[Any] | None:
     """Fitted trees of a single-output scikit-learn random forest or extra-trees classifier, else ``None``."""
     try:
@@ -320,96 +424,12 @@ def _epoch_seconds(stamp: Any) -> float:
     return float(stamp or 0)
 
 
-StartResponse = Callable[[str, list[tuple[str, str]]], Any]
-
-
-def make_app(scorer: OnlineScorer) -> Callable[[dict[str, Any], StartResponse], list[bytes]]:
-    """WSGI app over ``scorer``: ``GET /score/<id>``, ``GET /score?<key>=<id>``, ``POST /score`` and ``GET /health``.
-
-    Answers are JSON; an unknown id is 404, a malformed one 400, a scoring failure 500, each with
-    ``{"error": "..."}``. Any WSGI server can host it (``wsgiref`` in :func:`serve`, gunicorn, ...).
-    """
-
-    def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET")
-        path = environ.get("PATH_INFO", "/").rstrip("/") or "/"
-        try:
-            if path == "/health" and method == "GET":
-                return _reply(start_response, "200 OK", scorer.describe())
-            if path == "/score" or path.startswith("/score/"):
-                entity_id = _requested_id(environ, method, path, scorer.entity_key)
-                return _reply(start_response, "200 OK", scorer.score(entity_id).to_dict())
-            return _reply(start_response, "404 Not Found", {"error": f"no route {method} {path}"})
-        except CustomerNotFoundError as exc:
-            return _reply(start_response, "404 Not Found", {"error": str(exc)})
-        except (_BadRequestError, InvalidEntityIdError) as exc:
-            return _reply(start_response, "400 Bad Request", {"error": str(exc)})
-        except InferenceError as exc:
-            return _reply(start_response, "500 Internal Server Error", {"error": str(exc)})
-
-    return app
-
-
-def create_app(
-    pipeline: str | None = None, model: str = DEFAULT_MODEL, **options: Any
-) -> Callable[[dict[str, Any], StartResponse], list[bytes]]:
-    """Build the WSGI app for servers given a factory: ``gunicorn 'asgard_provider.serving:create_app()'``.
-
-    ``pipeline`` takes model, alias, features and thresholds from ``include/pipelines/<pipeline>.yaml``;
-    ``options`` are :class:`OnlineScorer` keyword arguments (``model_alias``, ``feast_conn_id``...).
-    """
-    scorer = OnlineScorer.from_pipeline(pipeline, **options) if pipeline else OnlineScorer(model, **options)
-    return make_app(scorer)
-
-
-class _BadRequestError(AsgardError):
-    """The HTTP request does not name an entity."""
-
-
-def _requested_id(environ: dict[str, Any], method: str, path: str, key: str) -> Any:
-    if path.startswith("/score/") and method == "GET":
-        return path[len("/score/") :]
-    if method == "GET":
-        query = parse_qs(environ.get("QUERY_STRING", ""))
-        for name in (key, "id"):
-            if query.get(name):
-                return query[name][0]
-        raise _BadRequestError(f"name the entity: GET /score/<{key}> or GET /score?{key}=<id>")
-    if method == "POST":
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            body = json.loads(environ["wsgi.input"].read(length) or b"{}")
-        except (ValueError, KeyError) as exc:
-            raise _BadRequestError(f"POST /score needs a JSON body like {{{key!r}: 1001}}: {exc}") from exc
-        if not isinstance(body, dict) or key not in body:
-            raise _BadRequestError(f'POST /score needs a JSON body like {{"{key}": 1001}}')
-        return body[key]
-    raise _BadRequestError(f"{method} is not supported on /score (use GET or POST)")
-
-
-def _reply(start_response: StartResponse, status: str, body: dict[str, Any]) -> list[bytes]:
-    data = json.dumps(body).encode()
-    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
-    return [data]
-
-
-def serve(scorer: OnlineScorer, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
-    """Serve :func:`make_app` with the standard library's single-threaded WSGI server until interrupted."""
-    from wsgiref.simple_server import WSGIRequestHandler, make_server
-
-    class _Handler(WSGIRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            sys.stderr.write(f"{self.address_string()} {format % args}\n")
-
-    with make_server(host, port, make_app(scorer), handler_class=_Handler) as server:
-        print(f"serving {scorer.model_name} version {scorer.model_version} on http://{host}:{server.server_port}")
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-
-
 def _scorer(args: argparse.Namespace) -> OnlineScorer:
+    return OnlineScorer(**_scorer_options(args))
+
+
+def _scorer_options(args: argparse.Namespace) -> dict[str, Any]:
+    """:class:`OnlineScorer` keyword arguments from the command line (``--pipeline``, ``--model``, ...)."""
     overrides: dict[str, Any] = {
         "model_alias": args.alias,
         "model_version": args.version,
@@ -422,8 +442,8 @@ def _scorer(args: argparse.Namespace) -> OnlineScorer:
         if args.model:
             overrides["model_name"] = args.model
         base = Path(args.include_dir).resolve() if args.include_dir else None
-        return OnlineScorer.from_pipeline(args.pipeline, base, **overrides)
-    return OnlineScorer(args.model or DEFAULT_MODEL, **{k: v for k, v in overrides.items() if v is not None})
+        return pipeline_options(args.pipeline, base, **overrides)
+    return {"model_name": args.model or DEFAULT_MODEL, **{k: v for k, v in overrides.items() if v is not None}}
 
 
 def _score_cmd(args: argparse.Namespace) -> int:
@@ -442,7 +462,9 @@ def _score_cmd(args: argparse.Namespace) -> int:
 
 
 def _serve_cmd(args: argparse.Namespace) -> int:
-    serve(_scorer(args), args.host, args.port)
+    from asgard_provider.api.server import serve
+
+    serve(_scorer_options(args), host=args.host, port=args.port, auth=not args.no_auth)
     return 0
 
 
@@ -492,9 +514,12 @@ def add_commands(sub: Any) -> None:
     _common(score)
     score.set_defaults(func=_guarded(_score_cmd))
 
-    serve_cmd = sub.add_parser("serve", help="HTTP endpoint: GET /score/<id>, POST /score, GET /health")
+    serve_cmd = sub.add_parser("serve", help="the Asgard HTTP API on uvicorn (scoring, features, models, SQL)")
     serve_cmd.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    serve_cmd.add_argument(
+        "--no-auth", action="store_true", help="serve without Airflow's token check (a trusted network only)"
+    )
     _common(serve_cmd)
     serve_cmd.set_defaults(func=_guarded(_serve_cmd))
 
