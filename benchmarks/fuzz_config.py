@@ -1,6 +1,6 @@
 """Fuzz the pipeline loader longer than the property test: inputs tried, crashes, slowest input.
 
-    .venv/bin/python benchmarks/fuzz_config.py [--seconds 120] [--batch 2000]
+    .venv/bin/python benchmarks/fuzz_config.py [--seconds 120] [--batch 2000] [--keep DIR]
 
 Feeds the mutations of ``tests/asgard_provider/pipeline/test_config_fuzz.py`` (byte flips, truncation, duplicated
 lines and keys, anchors/aliases and alias bombs, odd scalars into keys, inserted bytes) of the shipped and the good
@@ -82,6 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--keep", type=Path, help="write the slowest input and one input per crash into this folder")
     args = parser.parse_args()
     strategy = _property_test().mutated_pipeline()
     tally, started = Tally(), time.perf_counter()
@@ -104,7 +105,16 @@ def main() -> None:
     print(f"slowest input: mutated {name}, {len(data)} bytes: {data[:200]!r}")
     for where, (message, example) in tally.crashes.items():
         print(f"CRASH {where}: {message}\n  input: {example[:300]!r}")
+    if args.keep:
+        _keep(args.keep, tally)
     sys.exit(1 if tally.crashes else 0)
+
+
+def _keep(folder: Path, tally: Tally) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"slowest-{tally.slowest[1]}").write_bytes(tally.slowest[2])
+    for i, (_, example) in enumerate(tally.crashes.values()):
+        (folder / f"crash-{i}.yaml").write_bytes(example)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from asgard_provider.pipeline.yaml_loader import load_yaml
 from asgard_provider.settings import include_dir
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}\Z")
+_MAX_PROBLEMS = 50  # one per bad list item would make a 10,000-line DagBag import error
 _NAME_RULE = "use lowercase letters, digits and underscores, starting with a letter, at most 63 characters"
 #: Secret-looking keys: these words anywhere, or ``pwd``/``credentials`` as a snake_case (or camelCase) segment,
 #: or ``pass``/``auth``/``authorization`` as the last one (``db_pass``, ``http_auth``; not ``passes``, ``author``).
@@ -427,11 +428,14 @@ def load_pipeline_config(path: Path | str, *, base_dir: Path | None = None) -> P
     try:
         cfg = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        for err in exc.errors():
+        errors = exc.errors(include_url=False, include_input=False)
+        for err in errors[:_MAX_PROBLEMS]:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (check spelling; see docs/config.md)"
             problems.append(f"{_loc(err['loc'])}: {msg}")
+        if len(errors) > _MAX_PROBLEMS:
+            problems.append(f"... and {len(errors) - _MAX_PROBLEMS} more problems of the same kind")
         raise PipelineConfigError(str(path), problems) from None
     try:
         problems.extend(_check_semantics(cfg, base))

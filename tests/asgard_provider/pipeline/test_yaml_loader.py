@@ -122,3 +122,11 @@ def test_asgard_validate_prints_each_file_without_a_traceback(
     assert "ok   " in out and "minimal_ingest" in out
     assert "Traceback" not in out + err
     assert "start_date: '2025-02-30' is not a calendar date" in out
+
+
+def test_thousands_of_bad_list_items_give_a_short_message(tmp_path: Path) -> None:
+    path = _write(tmp_path, "p", "pipeline: p\ntags: [" + ", ".join(["1"] * 5000) + "]\n")
+    with pytest.raises(PipelineConfigError) as info:
+        load_pipeline_config(path, base_dir=INCLUDE)
+    assert len(info.value.problems) == 51
+    assert info.value.problems[-1] == "... and 4950 more problems of the same kind"
