@@ -183,14 +183,19 @@ def load_yaml(path: Path) -> Any:
         raise PipelineConfigError(str(path), ["file does not exist"]) from None
     except OSError as exc:
         raise PipelineConfigError(str(path), [f"cannot be read: {exc.strerror}"]) from None
-    loader = _Loader(_decode(path, data))
+    try:
+        return _construct(path, _decode(path, data))
+    except yaml.YAMLError as exc:
+        raise PipelineConfigError(str(path), [_describe(exc, data)]) from None
+
+
+def _construct(path: Path, text: str) -> Any:
+    loader = _Loader(text)  # the pure-Python reader already rejects control characters here
     try:
         node = loader.get_single_node()
         if loader.duplicates:
             raise PipelineConfigError(str(path), loader.duplicates)
         return None if node is None else loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        raise PipelineConfigError(str(path), [_describe(exc, data)]) from None
     finally:
         loader.dispose()
 

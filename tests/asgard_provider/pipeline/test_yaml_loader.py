@@ -130,3 +130,27 @@ def test_thousands_of_bad_list_items_give_a_short_message(tmp_path: Path) -> Non
         load_pipeline_config(path, base_dir=INCLUDE)
     assert len(info.value.problems) == 51
     assert info.value.problems[-1] == "... and 4950 more problems of the same kind"
+
+
+_YAML_LEVEL = ["alias_bomb", "deep_nesting", "recursive_alias", "duplicate_key", "not_utf8", "tab_indentation"]
+
+
+def test_the_pure_python_loader_refuses_the_same_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import importlib
+
+    import yaml
+
+    from asgard_provider.pipeline import yaml_loader
+
+    monkeypatch.delattr(yaml, "CSafeLoader")
+    pure = importlib.reload(yaml_loader)
+    try:
+        assert pure._BASE is yaml.SafeLoader
+        for name in [*_YAML_LEVEL, "invalid_yaml"]:
+            with pytest.raises(PipelineConfigError, match=name):
+                pure.load_yaml(FIXTURES / "broken" / f"{name}.yaml")
+        with pytest.raises(PipelineConfigError, match="not valid YAML at line 2"):  # raised by the reader itself
+            pure.load_yaml(_write(tmp_path, "nul", "pipeline: p\na: \x00\n"))
+    finally:
+        monkeypatch.undo()
+        importlib.reload(yaml_loader)
