@@ -21,8 +21,10 @@ _HEADER = """\
 
 One YAML file per pipeline, `include/pipelines/<pipeline>.yaml`; the file name must equal `pipeline:`.
 `asgard validate` checks every file without Airflow running and names the file, the key and the fix.
-Unknown keys are errors, and so are secrets (keys such as `password`, `token`, `api_key`, URLs with a
-password): credentials live in Airflow connections, configs only name them.
+Unknown keys are errors, and so are secrets (keys such as `password`, `token`, `api_key`, `db_pwd`,
+`credentials`, `smtp_pass`, `http_auth`, URLs with user info like `postgres://u:p@h`): credentials live in
+Airflow connections, configs only name them. So are duplicate keys, YAML aliases that expand past 10,000
+values, and files that are not UTF-8. `schedule` is a 5-field cron (minute hour day month weekday) or a preset.
 
 Tables are written `namespace.table` (an `iceberg.` prefix is accepted). Stages run in this order, each
 only when present: `ingest` → `transform` → `dbt` → `features` → `train` → `predict`.

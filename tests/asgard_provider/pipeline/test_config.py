@@ -15,7 +15,7 @@ BROKEN = sorted((FIXTURES / "broken").glob("*.yaml"))
 
 
 def _expected(path: Path) -> str:
-    first = path.read_text().splitlines()[0]
+    first = path.read_bytes().splitlines()[0].decode()  # the rest may be deliberately not UTF-8
     assert first.startswith("# expect: "), f"{path} must start with '# expect: <message fragment>'"
     return first.removeprefix("# expect: ")
 
@@ -31,6 +31,8 @@ def test_broken_config_fails_naming_file_and_key(path: Path) -> None:
     message = str(info.value)
     assert str(path) in message
     assert _expected(path) in message
+    assert "<unicode string>" not in message
+    assert "hunter2" not in message, "a secret value was echoed"
 
 
 def test_every_shipped_pipeline_is_valid() -> None:
