@@ -143,7 +143,7 @@ def _task_states(deployment: dict[str, Any], run_id: str) -> dict[str, str]:
     return {ti["task_id"]: ti["state"] for ti in tis["task_instances"]}
 
 
-def _predictions(home: Path) -> Any:
+def _table(home: Path, namespace: str, name: str) -> Any:
     from pyiceberg.catalog import load_catalog
 
     from asgard_provider.catalog import CATALOG_NAME, CatalogSettings
@@ -151,9 +151,7 @@ def _predictions(home: Path) -> Any:
     settings = CatalogSettings(
         type="sql", uri=f"sqlite:///{home / 'catalog.db'}", warehouse=f"file://{home / 'warehouse'}"
     )
-    table = load_catalog(CATALOG_NAME, **settings.pyiceberg_properties()).load_table(
-        ("gold", "customer_churn_predictions")
-    )
+    table = load_catalog(CATALOG_NAME, **settings.pyiceberg_properties()).load_table((namespace, name))
     return table.scan().to_pandas()
 
 
@@ -192,10 +190,11 @@ def test_rest_trigger_then_backfill_under_the_scheduler(airflow: dict[str, Any])
     assert links["extra_links"]["MLflow model version"].startswith(f"{mlflow_ui}/#/models/customer_churn_predictor/")
     assert requests.get(mlflow_ui, timeout=30).status_code == 200, "the MLflow UI the buttons open is not served"
 
-    dates = [TODAY - timedelta(days=d) for d in (4, 3, 2)]
+    # Logical dates TODAY-5, -4 and -3 at 06:00: three runs whose as-of dates are TODAY-4, -3 and -2.
     created = subprocess.run(
-        [str(BIN / "airflow"), "backfill", "create", "--dag-id", "customer_churn", "--from-date", f"{dates[0]}",
-         "--to-date", f"{dates[-1]}", "--max-active-runs", "1"],
+        [str(BIN / "airflow"), "backfill", "create", "--dag-id", "customer_churn",
+         "--from-date", f"{TODAY - timedelta(days=5)}", "--to-date", f"{TODAY - timedelta(days=2)}",
+         "--max-active-runs", "1"],
         env={**airflow["env"], **_deployment_settings(airflow)}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert created.returncode == 0, created.stderr[-3000:]
@@ -206,16 +205,16 @@ def test_rest_trigger_then_backfill_under_the_scheduler(airflow: dict[str, Any])
         states = _task_states(airflow, run["dag_run_id"])
         assert set(states.values()) == {"success"} and "train_model" in states, (run["dag_run_id"], states)
 
-    predictions = _predictions(airflow["home"])
+    predictions = _table(airflow["home"], "gold", "customer_churn_predictions")
     per_date = predictions.groupby(predictions["as_of_date"].astype(str))["customer_id"]
+    gold = _table(airflow["home"], "gold", "customer_metrics")
+    entities = gold.groupby(gold["snapshot_date"].astype(str))["customer_id"].nunique()
     as_of_dates = sorted(run["data_interval_end"][:10] for run in backfill)
-    assert len(set(as_of_dates)) == 3, as_of_dates
-    sizes = set()
+    assert as_of_dates == [str(TODAY - timedelta(days=d)) for d in (4, 3, 2)], as_of_dates
     for day in as_of_dates:
         keys = per_date.get_group(day)
-        assert len(keys) > 0 and keys.is_unique, f"predictions of {day} written more than once"
-        sizes.add(len(keys))
-    assert len(sizes) == 1, f"a backfilled date lost or gained entities: {sizes}"
+        assert keys.is_unique, f"predictions of {day} written more than once"
+        assert len(keys) == entities[day], f"{day}: {len(keys)} predictions for {entities[day]} customers"
 
 
 def _deployment_settings(airflow: dict[str, Any]) -> dict[str, str]:
