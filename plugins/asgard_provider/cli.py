@@ -85,7 +85,8 @@ def _dbt_sources(project: Path) -> list[str]:
 
 def describe_pipeline(cfg: Any, base: Path) -> list[dict[str, Any]]:
     """Stages of a validated pipeline in run order: Airflow task ids and the tables each reads and writes."""
-    from asgard_provider.pipeline.config import _TABLE_REF, FileSource
+    from asgard_provider.catalog import table_refs
+    from asgard_provider.pipeline.config import FileSource
 
     stages: list[dict[str, Any]] = []
     for ingest in cfg.ingest:
@@ -101,7 +102,7 @@ def describe_pipeline(cfg: Any, base: Path) -> list[dict[str, Any]]:
         )
     for tr in cfg.transform:
         sql = (base / "sql" / tr.sql).read_text()
-        reads = sorted({f"{ns}.{table}" for ns, table in _TABLE_REF.findall(sql)})
+        reads = sorted(table_refs(sql))
         tasks = [tr.name] + ([f"check_{tr.name}"] if tr.checks else [])
         writes = [tr.output_table, tr.quarantine_table or f"{tr.output_table}_quarantine"]
         stages.append({"stage": "transform", "name": tr.name, "tasks": tasks, "reads": reads, "writes": writes})

@@ -20,12 +20,8 @@ from asgard_provider.hooks.feast import FeastHook
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.mlflow import MLflowHook
 from asgard_provider.lineage import LineageMixin, mlflow_namespace, model_dataset_name
-from asgard_provider.monitoring import DRIFT_THRESHOLD, RunningStats
+from asgard_provider.monitoring import DRIFT_THRESHOLD, PREDICTION_PROFILE_ARTIFACT, RunningStats
 from asgard_provider.training import EVENT_TIMESTAMP, PROFILE_ARTIFACT
-
-#: Run artifact the training operator writes with the holdout prediction profile (kept in sync with
-#: ``asgard_provider.operators.mlflow.PREDICTION_PROFILE_ARTIFACT``; not imported to keep this module light).
-PREDICTION_PROFILE_ARTIFACT = "asgard/prediction_profile.json"
 
 #: Name of the prediction column, also the ``name`` of the prediction row in the monitoring table.
 PREDICTION_COLUMN = "churn_probability"

@@ -9,8 +9,8 @@ from typing import Any
 from airflow.sdk import DAG, BaseOperator, Param
 
 from asgard_provider.assets import table_asset
+from asgard_provider.catalog import table_refs
 from asgard_provider.pipeline.config import (
-    _TABLE_REF,
     FileSource,
     IngestStage,
     PipelineConfig,
@@ -69,8 +69,8 @@ def build_dag(cfg: PipelineConfig, *, base_dir: Path | None = None, config_path:
                 table_asset(tr.quarantine_table or f"{tr.output_table}_quarantine"),
             ]
             sql_text = (base / "sql" / tr.sql).read_text()
-            for ns, table in _TABLE_REF.findall(sql_text):
-                for upstream in producers.get(f"{ns}.{table}", []):
+            for ref in table_refs(sql_text):
+                for upstream in producers.get(ref, []):
                     upstream >> task
             if tr.checks:
                 check = _check_task(f"check_{tr.name}", [tr.output_table], tr.checks)
