@@ -18,6 +18,12 @@ import numpy as np
 #: compares the scored rows' predictions with it.
 PREDICTION_PROFILE_ARTIFACT = "asgard/prediction_profile.json"
 
+
+def monitoring_table(output_table: str) -> str:
+    """Where batch inference writes each run's drift statistics: ``<output_table>_monitoring``."""
+    return f"{output_table}_monitoring"
+
+
 #: PSI above which a feature (or the prediction) counts as drifted.
 DRIFT_THRESHOLD = 0.2
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from asgard_provider.exceptions import PipelineConfigError
-from asgard_provider.pipeline.config import NAME_MAX_LENGTH, is_name
+from asgard_provider.stages.base import NAME_MAX_LENGTH, is_name
 
 #: The longest name the scaffold derives from NAME: the monitoring table of ``gold.<NAME>_predictions``.
 _LONGEST_SUFFIX = "_predictions_monitoring"
