@@ -27,6 +27,8 @@ password): credentials live in Airflow connections, configs only name them.
 
 Tables are written `namespace.table` (an `iceberg.` prefix is accepted). Stages run in this order, each
 only when present: {order}.
+More stages can follow under `stages:`, each written `{{<kind>: {{...}}}}`; a `train` stage uses the nearest
+`features` stage before it, and `predict` the nearest `train` stage.
 """
 
 

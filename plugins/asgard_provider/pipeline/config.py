@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from asgard_provider.exceptions import PipelineConfigError
 from asgard_provider.pipeline.graph import PipelineGraph
 from asgard_provider.settings import include_dir
+from asgard_provider.stages import StageEntry
 from asgard_provider.stages.base import NAME_MAX_LENGTH, StageModel, TableName, is_name
 from asgard_provider.stages.checks import TableChecks
 from asgard_provider.stages.dbt import DbtStage
@@ -51,6 +52,9 @@ class PipelineConfig(StageModel):
     features: FeaturesStage | None = None
     train: TrainStage | None = None
     predict: PredictStage | None = None
+    stages: list[StageEntry] = Field(  # type: ignore[valid-type]
+        default=[], description="more stages, in run order after the keys above, each `{<kind>: {...}}`"
+    )
 
     @field_validator("pipeline")
     @classmethod

@@ -22,11 +22,14 @@ if TYPE_CHECKING:
 def configured_stages(cfg: PipelineConfig) -> Iterator[tuple[StageKind, str, Any]]:
     """Yield the stages of ``cfg`` in run order, with where the config declares each (``transform[1]``, ``dbt``)."""
     for key, kind in STAGE_KINDS.items():
-        value = getattr(cfg, key)
+        value = getattr(cfg, key, None)  # kinds without a shorthand key appear only under ``stages:``
         if isinstance(value, list):
             yield from ((kind, f"{key}[{i}]", stage) for i, stage in enumerate(value))
         elif value is not None:
             yield kind, key, value
+    for i, entry in enumerate(cfg.stages):
+        key = next(key for key in STAGE_KINDS if getattr(entry, key) is not None)
+        yield STAGE_KINDS[key], f"stages[{i}].{key}", getattr(entry, key)
 
 
 def _written(write: Write) -> str:
