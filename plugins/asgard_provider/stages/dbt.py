@@ -54,15 +54,14 @@ def spec(stage: DbtStage, where: str, base: Path, inputs: Mapping[str, Node]) ->
     """One task per model, the checks of the produced tables; reads the project's declared sources."""
     project = base / "dbt" / stage.project
     models = sorted(p.stem for p in (project / "models").rglob("*.sql"))
-    missing = not (project / "dbt_project.yml").is_file()
+    exists = (project / "dbt_project.yml").is_file()
+    missing = f"{where}.project: {project}/dbt_project.yml does not exist (projects live in include/dbt/)"
     return StageSpec(
         label=stage.project,
         tasks=(*(f"{GROUP_ID}.{m}" for m in models), *([check_task_id(GROUP_ID)] if stage.produces else [])),
         reads=tuple(Read(t) for t in dbt_sources(project)),
         writes=tuple(Write(t, f"{where}.produces[{i}]") for i, t in enumerate(stage.produces)),
-        problems=(f"{where}.project: {project}/dbt_project.yml does not exist (projects live in include/dbt/)",)
-        if missing
-        else (),
+        problems=() if exists else (missing,),
     )
 
 

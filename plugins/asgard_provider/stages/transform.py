@@ -73,6 +73,7 @@ def spec(stage: TransformStage, where: str, base: Path, inputs: Mapping[str, Nod
     """Describe the stage: the tables its SQL reads, the output table and its quarantine."""
     sql_path = base / "sql" / stage.sql
     exists = sql_path.is_file()
+    missing = f"{where}.sql: file {sql_path} does not exist (paths are relative to include/sql/)"
     quarantine_key = f"{where}.quarantine_table" if stage.quarantine_table else f"{where}.output_table"
     return StageSpec(
         label=stage.name,
@@ -83,9 +84,7 @@ def spec(stage: TransformStage, where: str, base: Path, inputs: Mapping[str, Nod
             Write(stage.output_table, f"{where}.output_table"),
             Write(quarantine_table(stage), quarantine_key, f"quarantine table of {stage.output_table}"),
         ),
-        problems=()
-        if exists
-        else (f"{where}.sql: file {sql_path} does not exist (paths are relative to include/sql/)",),
+        problems=() if exists else (missing,),
     )
 
 
