@@ -31,7 +31,7 @@ _YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class PipelineConfig(StageModel):
-    """One pipeline = one DAG."""
+    """One pipeline = one DAG: a header (id, schedule, retries...) and its stages, by kind or as a list."""
 
     pipeline: str = Field(description="pipeline id, also the DAG id")
     description: str = ""
