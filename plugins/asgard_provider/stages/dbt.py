@@ -35,10 +35,12 @@ def dbt_sources(project: Path) -> list[str]:
     """Iceberg tables a dbt project declares as sources (``meta.iceberg_table`` or ``<schema>.<name>``)."""
     import yaml
 
+    from asgard_provider.pipeline.config import _YAML_LOADER  # the config's loader: libyaml when installed
+
     tables: list[str] = []
     for path in sorted((project / "models").rglob("*.yml")):
         try:
-            doc = yaml.safe_load(path.read_text()) or {}
+            doc = yaml.load(path.read_text(), Loader=_YAML_LOADER) or {}  # noqa: S506 - a safe loader
         except yaml.YAMLError:
             continue
         for source in doc.get("sources") or []:
