@@ -18,7 +18,19 @@ from asgard_provider.settings import asgard_home
 #: Catalog name used everywhere: Spark SQL addresses tables as ``iceberg.<namespace>.<table>``.
 CATALOG_NAME = "iceberg"
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Spark session extensions that give Spark SQL Iceberg's procedures and MERGE INTO.
+ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
+
+#: The pattern of a namespace, table or column identifier, for embedding in larger patterns.
+IDENTIFIER_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*"
+#: A whole namespace, table or column identifier (``merge_keys`` too).
+IDENTIFIER = re.compile(rf"^{IDENTIFIER_PATTERN}$")
+_TABLE_REF = re.compile(rf"\b{CATALOG_NAME}\.({IDENTIFIER_PATTERN})\.({IDENTIFIER_PATTERN})\b")
+
+
+def table_refs(sql: str) -> list[str]:
+    """Tables a Spark SQL text reads, as ``namespace.table``, in order of first mention."""
+    return list(dict.fromkeys(f"{ns}.{table}" for ns, table in _TABLE_REF.findall(sql)))
 
 
 def split_table_name(name: str) -> tuple[str, str]:
@@ -26,7 +38,7 @@ def split_table_name(name: str) -> tuple[str, str]:
     parts = name.split(".")
     if len(parts) == 3 and parts[0] == CATALOG_NAME:
         parts = parts[1:]
-    if len(parts) != 2 or not all(_IDENT.match(p) for p in parts):
+    if len(parts) != 2 or not all(IDENTIFIER.match(p) for p in parts):
         raise CatalogError(f"invalid table name {name!r}: expected 'namespace.table' (letters, digits, underscore)")
     return parts[0], parts[1]
 

@@ -64,94 +64,11 @@ def _new_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dbt_sources(project: Path) -> list[str]:
-    """Iceberg tables a dbt project declares as sources (``meta.iceberg_table`` or ``<schema>.<name>``)."""
-    import yaml
-
-    tables: list[str] = []
-    for path in sorted((project / "models").rglob("*.yml")):
-        try:
-            doc = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError:
-            continue
-        for source in doc.get("sources") or []:
-            schema = source.get("schema") or source.get("name")
-            for table in source.get("tables") or []:
-                name = (table.get("meta") or {}).get("iceberg_table") or f"{schema}.{table.get('name')}"
-                if name not in tables:
-                    tables.append(name)
-    return tables
-
-
 def describe_pipeline(cfg: Any, base: Path) -> list[dict[str, Any]]:
     """Stages of a validated pipeline in run order: Airflow task ids and the tables each reads and writes."""
-    from asgard_provider.pipeline.config import _TABLE_REF, FileSource
+    from asgard_provider.pipeline.graph import PipelineGraph
 
-    stages: list[dict[str, Any]] = []
-    for ingest in cfg.ingest:
-        if ingest.engine == "airbyte":
-            tasks = [f"{ingest.name}_trigger", f"{ingest.name}_wait"]
-            reads = [f"airbyte:{ingest.airbyte.connection_id}"]
-        else:
-            tasks = [ingest.name]
-            src = ingest.source
-            reads = [f"file:{src.path}" if isinstance(src, FileSource) else f"sql:{src.connection}/{src.table}"]
-        stages.append(
-            {"stage": "ingest", "name": ingest.name, "tasks": tasks, "reads": reads, "writes": [ingest.target]}
-        )
-    for tr in cfg.transform:
-        sql = (base / "sql" / tr.sql).read_text()
-        reads = sorted({f"{ns}.{table}" for ns, table in _TABLE_REF.findall(sql)})
-        tasks = [tr.name] + ([f"check_{tr.name}"] if tr.checks else [])
-        writes = [tr.output_table, tr.quarantine_table or f"{tr.output_table}_quarantine"]
-        stages.append({"stage": "transform", "name": tr.name, "tasks": tasks, "reads": reads, "writes": writes})
-    if cfg.dbt:
-        project = base / "dbt" / cfg.dbt.project
-        models = sorted(p.stem for p in (project / "models").rglob("*.sql"))
-        tasks = [f"gold.{m}" for m in models] + (["check_gold"] if cfg.dbt.produces else [])
-        stages.append(
-            {
-                "stage": "dbt",
-                "name": cfg.dbt.project,
-                "tasks": tasks,
-                "reads": _dbt_sources(project),
-                "writes": list(cfg.dbt.produces),
-            }
-        )
-    if cfg.features:
-        f = cfg.features
-        stages.append(
-            {
-                "stage": "features",
-                "name": f.feature_view,
-                "tasks": ["register_features"] + (["materialize_features"] if f.materialize else []),
-                "reads": [f.source_table],
-                "writes": [f"feast:{f.feature_view}"],
-            }
-        )
-    if cfg.train and cfg.features:
-        t = cfg.train
-        stages.append(
-            {
-                "stage": "train",
-                "name": t.script,
-                "tasks": ["train_model"],
-                "reads": [f"feast:{cfg.features.feature_view}", t.label_table],
-                "writes": [f"mlflow:{t.registered_model}"],
-            }
-        )
-        if cfg.predict:
-            p = cfg.predict
-            stages.append(
-                {
-                    "stage": "predict",
-                    "name": p.output_table,
-                    "tasks": ["batch_inference"],
-                    "reads": [f"mlflow:{t.registered_model}@{p.model_alias}", cfg.features.source_table],
-                    "writes": [p.output_table, f"{p.output_table}_monitoring"],
-                }
-            )
-    return stages
+    return PipelineGraph(cfg, base).describe()
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from asgard_provider.catalog import CATALOG_NAME, CatalogSettings
+from asgard_provider.catalog import CATALOG_NAME, ICEBERG_EXTENSIONS, CatalogSettings
 from asgard_provider.exceptions import CatalogError
 
 #: The Spark operator's custom resource (``kubectl get sparkapplications``).
@@ -27,7 +27,6 @@ DRIVER_CONTAINER = "spark-kubernetes-driver"
 #: Iceberg release of the Spark runtime jar used locally (snowpark-connect-deps-iceberg); clusters use the same.
 ICEBERG_VERSION = "1.9.2"
 SCALA_VERSION = "2.12"
-ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
 S3_FILE_IO = "org.apache.iceberg.aws.s3.S3FileIO"
 
 #: Where the image keeps the DAG bundle (official Airflow image layout): the driver script lives in the provider.

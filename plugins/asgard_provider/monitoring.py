@@ -14,6 +14,16 @@ from typing import Any
 
 import numpy as np
 
+#: Run artifact the training operator writes with the profile of the holdout predictions; batch inference
+#: compares the scored rows' predictions with it.
+PREDICTION_PROFILE_ARTIFACT = "asgard/prediction_profile.json"
+
+
+def monitoring_table(output_table: str) -> str:
+    """Where batch inference writes each run's drift statistics: ``<output_table>_monitoring``."""
+    return f"{output_table}_monitoring"
+
+
 #: PSI above which a feature (or the prediction) counts as drifted.
 DRIFT_THRESHOLD = 0.2
 

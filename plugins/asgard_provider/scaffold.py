@@ -8,12 +8,14 @@ features and a forward-looking label, a Feast feature view, a training script an
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from asgard_provider.exceptions import PipelineConfigError
+from asgard_provider.stages.base import NAME_MAX_LENGTH, is_name
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+#: The longest name the scaffold derives from NAME: the monitoring table of ``gold.<NAME>_predictions``.
+_LONGEST_SUFFIX = "_predictions_monitoring"
+_MAX_LENGTH = NAME_MAX_LENGTH - len(_LONGEST_SUFFIX)
 _PLACEHOLDER = "__NAME__"
 
 _PIPELINE = """\
@@ -314,9 +316,13 @@ dag = dag_from_file(__file__)
 
 def scaffold_files(name: str) -> dict[str, str]:
     """Relative path (``include/...`` or ``dags/...``) -> content of every file of a new pipeline ``name``."""
-    if not _NAME.match(name):
+    if not is_name(name, _MAX_LENGTH):
         raise PipelineConfigError(
-            name, ["pipeline name: use lowercase letters, digits and underscores, starting with a letter (<= 41)"]
+            name,
+            [
+                "pipeline name: use lowercase letters, digits and underscores, starting with a letter "
+                f"(at most {_MAX_LENGTH} characters, so that {name}{_LONGEST_SUFFIX} fits {NAME_MAX_LENGTH})"
+            ],
         )
     files = {
         f"include/pipelines/{_PLACEHOLDER}.yaml": _PIPELINE,

@@ -12,7 +12,7 @@ import pyarrow as pa
 from airflow.sdk import BaseHook
 
 from asgard_provider.arrow_utils import normalise, normalise_schema
-from asgard_provider.catalog import CatalogSettings, split_table_name
+from asgard_provider.catalog import IDENTIFIER_PATTERN, CatalogSettings, split_table_name
 from asgard_provider.exceptions import CatalogError
 
 # Asgard's writes replace what a run owns; on a first run that slice is empty, which pyiceberg warns about.
@@ -255,5 +255,5 @@ def parse_partition_expression(expr: str) -> tuple[str, Any]:
 
 _PARTITION_EXPR = re.compile(
     r"^(?:(?P<func>years|months|days|hours|bucket|truncate)\(\s*(?:(?P<n>\d+)\s*,\s*)?)?"
-    r"(?P<col>[A-Za-z_][A-Za-z0-9_]*)\s*\)?$"
+    rf"(?P<col>{IDENTIFIER_PATTERN})\s*\)?$"
 )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from asgard_provider.catalog import CatalogSettings
+from asgard_provider.catalog import ICEBERG_EXTENSIONS, CatalogSettings
 from asgard_provider.exceptions import CatalogError, TransformError
 
 if TYPE_CHECKING:
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MASTER = "local[2]"
-ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
 #: Comma-separated jar paths; when set, replaces jar discovery entirely.
 JARS_ENV = "ASGARD_SPARK_JARS"
 #: Seconds between progress lines while a local Spark job runs (a long task never goes quiet in its log).

@@ -26,11 +26,9 @@ from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.mlflow import MLflowHook
 from asgard_provider.lineage import LineageMixin, mlflow_namespace, model_dataset_name
 from asgard_provider.links import MLFLOW_XCOM, MLflowModelVersionLink, MLflowRunLink, push
+from asgard_provider.monitoring import PREDICTION_PROFILE_ARTIFACT
 from asgard_provider.settings import asgard_home, include_dir
 from asgard_provider.training import CONTEXT_ENV, HOLDOUT_ARTIFACT, TrainingContext
-
-#: Run artifact with the profile of the model's holdout predictions (drift reference for batch inference).
-PREDICTION_PROFILE_ARTIFACT = "asgard/prediction_profile.json"
 
 #: Lines of script output quoted in the error when a script fails.
 TAIL_LINES = 40

@@ -13,6 +13,7 @@ from airflow.sdk import BaseOperator, Context
 
 from asgard_provider.assets import publish
 from asgard_provider.catalog import CATALOG_NAME, split_table_name
+from asgard_provider.catalog import IDENTIFIER as _IDENT
 from asgard_provider.exceptions import TransformError
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.spark import SparkHook, SparkProgress, local_spark_pool
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 REJECTED_REASON = "_rejected_reason"
 MODES = ("overwrite", "append", "merge")
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LINE_POS = re.compile(r"line (\d+),? pos (\d+)")
 # Parsed plans that Spark would execute as soon as spark.sql() is called: only queries are allowed.
 _EAGER_PLAN_CLASSES = (

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from asgard_provider.catalog import split_table_name
-from asgard_provider.exceptions import CatalogError, PipelineConfigError
+from asgard_provider.exceptions import PipelineConfigError
+from asgard_provider.pipeline.graph import PipelineGraph
 from asgard_provider.pipeline.yaml_loader import load_yaml
 from asgard_provider.settings import include_dir
+from asgard_provider.stages import StageEntry
+from asgard_provider.stages.base import NAME_MAX_LENGTH, NAME_RULE, StageModel, TableName, is_name
+from asgard_provider.stages.checks import TableChecks
+from asgard_provider.stages.dbt import DbtStage
+from asgard_provider.stages.features import Feature, FeaturesStage
+from asgard_provider.stages.ingest import AirbyteSource, FileSource, Incremental, IngestStage, SqlSource
+from asgard_provider.stages.pods import PodOnKubernetes
+from asgard_provider.stages.predict import PredictStage
+from asgard_provider.stages.train import TrainStage
+from asgard_provider.stages.transform import SparkOnKubernetes, TransformStage
 
-_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}\Z")
 _MAX_PROBLEMS = 50  # one per bad list item would make a 10,000-line DagBag import error
-_NAME_RULE = "use lowercase letters, digits and underscores, starting with a letter, at most 63 characters"
 #: Secret-looking keys: these words anywhere, or ``pwd``/``credentials`` as a snake_case (or camelCase) segment,
 #: or ``pass``/``auth``/``authorization`` as the last one (``db_pass``, ``http_auth``; not ``passes``, ``author``).
 _SECRET_KEYS = re.compile(
@@ -29,231 +36,10 @@ _SECRET_KEYS = re.compile(
 #: A URL with user info (``postgres://u:p@h``, ``https://:tok3n@h``, ``https://tok3n@h``): credentials in config.
 _URL_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s?#@]*@")
 _PRESETS = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually"}
-_TABLE_REF = re.compile(r"\biceberg\.([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)\b")
 
 
-def _table(value: str) -> str:
-    try:
-        namespace, table = split_table_name(value)
-    except CatalogError as exc:
-        raise ValueError(str(exc)) from None
-    return f"{namespace}.{table}"
-
-
-TableName = Annotated[str, AfterValidator(_table)]
-"""An Iceberg table as ``namespace.table`` (``iceberg.`` prefix allowed), identifiers validated."""
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SqlSource(_Model):
-    """A table in a relational database reached through an Airflow connection."""
-
-    connection: str = Field(description="Airflow connection id of the source database")
-    table: str = Field(description="source table name")
-    columns: list[str] | None = Field(default=None, description="columns to copy (default: all)")
-
-
-class FileSource(_Model):
-    """A file export (e.g. the support API's JSON lines); ``${VAR}`` is expanded at run time."""
-
-    path: str
-    format: Literal["jsonl", "csv", "parquet"] = "jsonl"
-
-
-class AirbyteSource(_Model):
-    """An Airbyte connection whose destination writes the Bronze table."""
-
-    connection_id: str = Field(description="Airbyte connection UUID")
-    airbyte_conn_id: str = Field(default="airbyte_default", description="Airflow connection to the Airbyte API")
-    timeout_minutes: int = Field(default=60, gt=0)
-
-
-class Incremental(_Model):
-    """Read only the run's data interval of a source table, by a cursor column (e.g. ``updated_at``).
-
-    Each run replaces exactly the rows whose cursor falls in ``[data_interval_start, data_interval_end)`` in the
-    Bronze table, so reruns and backfills never duplicate or lose rows. Trigger with ``full_refresh: true``
-    to reload the whole table.
-    """
-
-    cursor: str = Field(description="source column ordering changes (timestamp or date)")
-
-
-class IngestStage(_Model):
-    """Copy one source into one Bronze table."""
-
-    name: str
-    engine: Literal["embedded", "airbyte"] = "embedded"
-    source: SqlSource | FileSource | None = None
-    airbyte: AirbyteSource | None = None
-    target: TableName
-    partition_by: list[str] = []
-    batch_rows: int = Field(default=100_000, gt=0)
-    incremental: Incremental | None = Field(default=None, description="interval-keyed reads (SQL sources only)")
-
-    @model_validator(mode="after")
-    def _engine_settings(self) -> IngestStage:
-        if self.engine == "embedded" and self.source is None:
-            raise ValueError("engine 'embedded' needs 'source' (connection + table, or path + format)")
-        if self.incremental is not None and not isinstance(self.source, SqlSource):
-            raise ValueError("'incremental' needs a database source ('source: {connection, table}')")
-        if self.engine == "airbyte" and self.airbyte is None:
-            raise ValueError("engine 'airbyte' needs 'airbyte: {connection_id: ...}'")
-        return self
-
-
-class TableChecks(_Model):
-    """Data-quality checks on one table; a failure stops the run before later stages read the table."""
-
-    min_rows: int = Field(default=1, ge=0)
-    max_rows: int | None = Field(default=None, ge=0)
-    not_null: list[str] = []
-    unique: list[list[str]] = Field(default=[], description="column groups that identify a row")
-    accepted_values: dict[str, list[Any]] = {}
-
-
-class SparkOnKubernetes(_Model):
-    """Where a ``runner: kubernetes`` transform runs: a SparkApplication for the Spark operator."""
-
-    image: str = Field(description="Spark image holding Python, pyspark and the asgard provider")
-    namespace: str = "asgard"
-    service_account: str = Field(default="spark", description="driver service account (may create executor pods)")
-    kubernetes_conn_id: str = "kubernetes_default"
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    env_from: list[str] = Field(default=[], description="Kubernetes Secrets exposed as env (catalog/S3 credentials)")
-    driver_cores: int = Field(default=1, gt=0)
-    driver_memory: str = Field(default="2g", pattern=r"^[0-9]+[kmgt]?$")
-    executor_cores: int = Field(default=1, gt=0)
-    executor_memory: str = Field(default="2g", pattern=r"^[0-9]+[kmgt]?$")
-    executor_instances: int = Field(default=2, gt=0)
-    spark_version: str = "3.5.8"
-    packages: list[str] | None = Field(default=None, description="Maven coordinates (default: Iceberg runtime + AWS)")
-    spark_conf: dict[str, str] = {}
-    timeout_minutes: int = Field(default=120, gt=0)
-
-
-class PodOnKubernetes(_Model):
-    """Where a ``runner: kubernetes`` train/predict stage runs: one pod from ``image``."""
-
-    image: str = Field(description="image holding Python and the asgard provider (and include/)")
-    namespace: str = "asgard"
-    service_account: str | None = None
-    kubernetes_conn_id: str = "kubernetes_default"
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    env_from: list[str] = Field(default=[], description="Kubernetes Secrets exposed as env (AIRFLOW_CONN_* etc.)")
-    cpu: str = Field(default="1", pattern=r"^[0-9]+(\.[0-9]+)?m?$")
-    memory: str = Field(default="2Gi", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
-
-
-def _needs_kubernetes(stage: Any) -> None:
-    if stage.runner == "kubernetes" and stage.kubernetes is None:
-        raise ValueError("runner 'kubernetes' needs a 'kubernetes:' block with at least 'image'")
-
-
-class TransformStage(_Model):
-    """A Spark SQL file turning Bronze tables into a Silver table."""
-
-    name: str
-    sql: str = Field(description="path under include/sql/")
-    output_table: TableName
-    mode: Literal["overwrite", "append", "merge"] = "overwrite"
-    partition_by: list[str] = []
-    merge_keys: list[str] = []
-    quarantine_table: TableName | None = None
-    checks: TableChecks | None = Field(default=None, description="checks on output_table after the transform")
-    runner: Literal["local", "kubernetes"] = "local"
-    kubernetes: SparkOnKubernetes | None = None
-
-    @model_validator(mode="after")
-    def _merge_needs_keys(self) -> TransformStage:
-        if self.mode == "merge" and not self.merge_keys:
-            raise ValueError("mode 'merge' needs 'merge_keys' (the columns identifying a row)")
-        _needs_kubernetes(self)
-        return self
-
-
-class DbtStage(_Model):
-    """A dbt project under include/dbt/, rendered as a Cosmos task group."""
-
-    project: str
-    select: list[str] = []
-    target: str = "duckdb"
-    connection: str | None = Field(
-        default=None, description="Airflow Trino connection for target 'trino' (mapped to the dbt profile by Cosmos)"
-    )
-    vars: dict[str, Any] = {}
-    produces: list[TableName] = Field(default=[], description="Iceberg tables the project writes")
-    checks: dict[TableName, TableChecks] = Field(
-        default={}, description="checks per produced table (default: at least one row)"
-    )
-
-
-class Feature(_Model):
-    """One feature column of a feature view."""
-
-    name: str
-    dtype: Literal["int32", "int64", "float32", "float64", "string", "bool", "unix_timestamp"]
-
-
-class FeaturesStage(_Model):
-    """A Feast entity + feature view over a Gold Iceberg table."""
-
-    feature_view: str
-    entity: str
-    join_key: str
-    source_table: TableName
-    timestamp_field: str
-    features: list[Feature] = Field(min_length=1)
-    ttl_days: int = Field(default=90, gt=0)
-    feature_service: str | None = None
-    materialize: bool = True
-    tags: dict[str, str] = {}
-
-
-class TrainStage(_Model):
-    """Run a training script under include/training/ and register its model."""
-
-    script: str
-    experiment: str
-    registered_model: str
-    label_table: TableName
-    label_column: str
-    hyperparameters: dict[str, Any] = {}
-    min_metrics: dict[str, float] = {}
-    runner: Literal["local", "kubernetes"] = "local"
-    kubernetes: PodOnKubernetes | None = None
-    timeout_minutes: int = Field(default=60, gt=0)
-
-    @model_validator(mode="after")
-    def _runner(self) -> TrainStage:
-        _needs_kubernetes(self)
-        return self
-
-
-class PredictStage(_Model):
-    """Score every entity of the latest feature snapshot with the registered model."""
-
-    output_table: TableName
-    model_alias: str = "champion"
-    thresholds: dict[Literal["high", "medium"], float] = {"high": 0.7, "medium": 0.4}
-    batch_size: int = Field(default=50_000, gt=0)
-    runner: Literal["local", "kubernetes"] = "local"
-    kubernetes: PodOnKubernetes | None = None
-
-    @model_validator(mode="after")
-    def _ordered(self) -> PredictStage:
-        high, medium = self.thresholds.get("high", 0.7), self.thresholds.get("medium", 0.4)
-        if not 0 < medium < high < 1:
-            raise ValueError(f"thresholds need 0 < medium < high < 1, got medium={medium}, high={high}")
-        _needs_kubernetes(self)
-        return self
-
-
-class PipelineConfig(_Model):
-    """One pipeline = one DAG."""
+class PipelineConfig(StageModel):
+    """One pipeline = one DAG: a header (id, schedule, retries...) and its stages, by kind or as a list."""
 
     pipeline: str = Field(description="pipeline id, also the DAG id")
     description: str = ""
@@ -274,12 +60,15 @@ class PipelineConfig(_Model):
     features: FeaturesStage | None = None
     train: TrainStage | None = None
     predict: PredictStage | None = None
+    stages: list[StageEntry] = Field(  # type: ignore[valid-type]
+        default=[], description="more stages, in run order after the keys above, each `{<kind>: {...}}`"
+    )
 
     @field_validator("pipeline")
     @classmethod
     def _pipeline_id(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError(_NAME_RULE)
+        if not is_name(v):
+            raise ValueError(NAME_RULE)
         return v
 
     @field_validator("start_date", mode="before")
@@ -313,10 +102,6 @@ class PipelineConfig(_Model):
                 "nor a preset like @daily"
             )
         return v
-
-    def stage_names(self) -> list[str]:
-        """Names of the ingest and transform stages (task ids)."""
-        return [s.name for s in self.ingest] + [s.name for s in self.transform]
 
 
 _UNION_TAGS = ("SqlSource", "FileSource")
@@ -352,67 +137,8 @@ def _find_secrets(node: Any, path: str = "") -> list[str]:
 
 
 def _check_semantics(cfg: PipelineConfig, base: Path) -> list[str]:
-    problems: list[str] = []
-    seen: dict[str, str] = {}
-    named: list[tuple[str, Sequence[IngestStage | TransformStage]]] = [
-        ("ingest", cfg.ingest),
-        ("transform", cfg.transform),
-    ]
-    for kind, stages in named:
-        for i, stage in enumerate(stages):
-            if not _NAME.match(stage.name):
-                problems.append(f"{kind}[{i}].name: {stage.name!r}: {_NAME_RULE}")
-            if stage.name in seen:
-                problems.append(f"{kind}[{i}].name: {stage.name!r} is already used by {seen[stage.name]}")
-            seen.setdefault(stage.name, f"{kind}[{i}]")
-
-    produced: dict[str, str] = {}
-    for i, ingest in enumerate(cfg.ingest):
-        if ingest.target in produced:
-            problems.append(f"ingest[{i}].target: {ingest.target} is also written by {produced[ingest.target]}")
-        produced[ingest.target] = f"ingest[{i}]"
-    for i, tr in enumerate(cfg.transform):
-        sql_path = base / "sql" / tr.sql
-        if not sql_path.is_file():
-            problems.append(f"transform[{i}].sql: file {sql_path} does not exist (paths are relative to include/sql/)")
-        else:
-            for ns, tbl in _TABLE_REF.findall(sql_path.read_text()):
-                ref = f"{ns}.{tbl}"
-                if ref not in produced:
-                    problems.append(
-                        f"transform[{i}].sql: {tr.sql} reads iceberg.{ref}, which no earlier stage produces "
-                        f"(earlier outputs: {', '.join(sorted(produced)) or 'none'})"
-                    )
-        if tr.output_table in produced:
-            problems.append(
-                f"transform[{i}].output_table: {tr.output_table} is also written by {produced[tr.output_table]}"
-            )
-        produced[tr.output_table] = f"transform[{i}]"
-        produced[tr.quarantine_table or f"{tr.output_table}_quarantine"] = f"transform[{i}]"
-    if cfg.dbt:
-        project = base / "dbt" / cfg.dbt.project
-        if not (project / "dbt_project.yml").is_file():
-            problems.append(f"dbt.project: {project}/dbt_project.yml does not exist (projects live in include/dbt/)")
-        for t in cfg.dbt.produces:
-            produced[t] = "dbt"
-    if cfg.features and cfg.features.source_table not in produced:
-        problems.append(
-            f"features.source_table: {cfg.features.source_table} is not produced by an earlier stage "
-            "(list it under dbt.produces or a transform's output_table)"
-        )
-    if cfg.train:
-        script = (base / "training" / cfg.train.script).resolve()
-        if not script.is_relative_to((base / "training").resolve()):
-            problems.append(f"train.script: {cfg.train.script!r} leaves include/training/; scripts must live there")
-        elif not script.is_file():
-            problems.append(f"train.script: {script} does not exist (paths are relative to include/training/)")
-        if cfg.features is None:
-            problems.append("train: needs a 'features' stage to read its training set from")
-        if cfg.train.label_table not in produced:
-            problems.append(f"train.label_table: {cfg.train.label_table} is not produced by an earlier stage")
-    if cfg.predict and cfg.train is None:
-        problems.append("predict: needs a 'train' stage (it scores with the model that stage registers)")
-    return problems
+    """Return what the pipeline's table graph finds: stage order, one writer per table, missing files."""
+    return PipelineGraph(cfg, base).problems
 
 
 def load_pipeline_config(path: Path | str, *, base_dir: Path | None = None) -> PipelineConfig:
@@ -478,8 +204,25 @@ def validate_all(base_dir: Path | None = None) -> dict[Path, PipelineConfig | Pi
 
 
 __all__ = [
+    "NAME_MAX_LENGTH",
+    "AirbyteSource",
+    "DbtStage",
+    "Feature",
+    "FeaturesStage",
+    "FileSource",
+    "Incremental",
+    "IngestStage",
     "PipelineConfig",
+    "PodOnKubernetes",
+    "PredictStage",
+    "SparkOnKubernetes",
+    "SqlSource",
+    "TableChecks",
+    "TableName",
+    "TrainStage",
+    "TransformStage",
     "discover_pipelines",
+    "is_name",
     "load_pipeline_config",
     "validate_all",
 ]

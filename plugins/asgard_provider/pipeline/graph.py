@@ -1,0 +1,121 @@
+"""The table graph of one pipeline: its stages in run order, what each reads and writes, and who waits for whom.
+
+Validation (:attr:`PipelineGraph.problems`), the DAG factory (:meth:`PipelineGraph.upstream`) and ``asgard show``
+(:meth:`PipelineGraph.describe`) all read this one graph; the stage kinds in :mod:`asgard_provider.stages`
+say what each stage reads, writes and runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import groupby
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from asgard_provider.stages import STAGE_KINDS
+from asgard_provider.stages.base import NAME_RULE, Node, StageKind, Write, is_name
+
+if TYPE_CHECKING:
+    from asgard_provider.pipeline.config import PipelineConfig
+
+
+def configured_stages(cfg: PipelineConfig) -> Iterator[tuple[StageKind, str, Any]]:
+    """Yield the stages of ``cfg`` in run order, with where the config declares each (``transform[1]``, ``dbt``)."""
+    for key, kind in STAGE_KINDS.items():
+        value = getattr(cfg, key, None)  # kinds without a shorthand key appear only under ``stages:``
+        if isinstance(value, list):
+            yield from ((kind, f"{key}[{i}]", stage) for i, stage in enumerate(value))
+        elif value is not None:
+            yield kind, key, value
+    for i, entry in enumerate(cfg.stages):
+        key = next(key for key in STAGE_KINDS if getattr(entry, key) is not None)
+        yield STAGE_KINDS[key], f"stages[{i}].{key}", getattr(entry, key)
+
+
+def _written(write: Write) -> str:
+    return f"{write.name} ({write.what})" if write.what else write.name
+
+
+def _owner(node: Node, write: Write) -> str:
+    return f"{node.where} ({write.what})" if write.what else node.where
+
+
+class PipelineGraph:
+    """Stages in run order; each table has one writer, and each read names a table an earlier stage writes."""
+
+    def __init__(self, cfg: PipelineConfig, base: Path) -> None:
+        self.nodes: list[Node] = []
+        latest: dict[str, Node] = {}
+        for kind, where, config in configured_stages(cfg):
+            inputs = {needed: latest[needed] for needed in kind.needs if needed in latest}
+            node = Node(kind, where, config, inputs, kind.spec(config, where, base, inputs))
+            self.nodes.append(node)
+            latest[kind.key] = node
+        self._writers: dict[str, tuple[Node, Write]] = {}
+        self._upstream: dict[Node, list[tuple[Node, str | None]]] = {}
+        #: every problem found, each naming the config key and the fix
+        self.problems = self._name_problems()
+        for node in self.nodes:
+            self.problems += self._add(node)
+
+    def _name_problems(self) -> list[str]:
+        problems: list[str] = []
+        seen: dict[str, str] = {}
+        for node in self.nodes:
+            name = node.spec.name
+            if name is None:
+                continue
+            if not is_name(name):
+                problems.append(f"{node.where}.name: {name!r}: {NAME_RULE}")
+            if name in seen:
+                problems.append(f"{node.where}.name: {name!r} is already used by {seen[name]}")
+            seen.setdefault(name, node.where)
+        return problems
+
+    def _add(self, node: Node) -> list[str]:
+        """Check ``node`` against the stages before it, then record what it waits for and what it writes."""
+        problems = list(node.spec.problems)
+        problems += [f"{node.where}: {text}" for kind, text in node.kind.needs.items() if kind not in node.inputs]
+        self._upstream[node] = [] if node.kind.waits_for == "reads" else [(n, None) for n in self._previous(node)]
+        for read in node.spec.reads:
+            if read.key is None:
+                continue
+            if read.name not in self._writers:
+                earlier = ", ".join(sorted(self._writers)) or "none"
+                problems.append(f"{read.key}: {read.missing} (earlier outputs: {earlier})")
+            elif node.kind.waits_for == "reads":
+                self._upstream[node].append((self._writers[read.name][0], read.name))
+        for write in node.spec.writes:
+            if write.key is None:
+                continue
+            if write.name in self._writers:
+                owner = _owner(*self._writers[write.name])
+                problems.append(f"{write.key}: {_written(write)} is also written by {owner}")
+            else:
+                self._writers[write.name] = (node, write)
+        return problems
+
+    def _previous(self, node: Node) -> list[Node]:
+        """Return the run of same-kind stages just before ``node``'s own run (all transforms, for dbt)."""
+        before = self.nodes[: self.nodes.index(node)]
+        runs = [list(run) for _, run in groupby(before, key=lambda n: n.kind.key)]
+        if runs and runs[-1][0].kind is node.kind:
+            runs.pop()
+        return runs[-1] if runs else []
+
+    def upstream(self, node: Node) -> list[tuple[Node, str | None]]:
+        """Return the stages ``node`` waits for, each with the table it waits on (``None``: the whole stage)."""
+        return self._upstream[node]
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every stage in run order: kind, name, Airflow task ids and what it reads and writes."""
+        return [
+            {
+                "stage": node.kind.key,
+                "name": node.spec.label,
+                "tasks": list(node.spec.tasks),
+                "reads": [read.name for read in node.spec.reads],
+                "writes": [write.name for write in node.spec.writes],
+            }
+            for node in self.nodes
+        ]

@@ -1,0 +1,89 @@
+"""The dbt stage: a dbt project under include/dbt/ turning Silver tables into Gold, as a Cosmos task group."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from asgard_provider.stages.base import AS_OF, Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
+from asgard_provider.stages.checks import TableChecks, build_checks, check_task_id
+
+#: Task group id of the dbt models (tasks ``gold.<model>_...``).
+GROUP_ID = "gold"
+
+
+class DbtStage(StageModel):
+    """A dbt project under include/dbt/, rendered as a Cosmos task group."""
+
+    project: str
+    select: list[str] = []
+    target: str = "duckdb"
+    connection: str | None = Field(
+        default=None, description="Airflow Trino connection for target 'trino' (mapped to the dbt profile by Cosmos)"
+    )
+    vars: dict[str, Any] = {}
+    produces: list[TableName] = Field(default=[], description="Iceberg tables the project writes")
+    checks: dict[TableName, TableChecks] = Field(
+        default={}, description="checks per produced table (default: at least one row)"
+    )
+
+
+def dbt_sources(project: Path) -> list[str]:
+    """Iceberg tables a dbt project declares as sources (``meta.iceberg_table`` or ``<schema>.<name>``)."""
+    from asgard_provider.exceptions import PipelineConfigError
+    from asgard_provider.pipeline.yaml_loader import load_yaml  # the config's bounded libyaml reader
+
+    tables: list[str] = []
+    for path in sorted((project / "models").rglob("*.yml")):
+        try:
+            doc = load_yaml(path) or {}
+        except PipelineConfigError:
+            continue
+        for source in doc.get("sources") or []:
+            schema = source.get("schema") or source.get("name")
+            for table in source.get("tables") or []:
+                name = (table.get("meta") or {}).get("iceberg_table") or f"{schema}.{table.get('name')}"
+                if name not in tables:
+                    tables.append(name)
+    return tables
+
+
+def spec(stage: DbtStage, where: str, base: Path, inputs: Mapping[str, Node]) -> StageSpec:
+    """One task per model, the checks of the produced tables; reads the project's declared sources."""
+    project = base / "dbt" / stage.project
+    models = sorted(p.stem for p in (project / "models").rglob("*.sql"))
+    exists = (project / "dbt_project.yml").is_file()
+    missing = f"{where}.project: {project}/dbt_project.yml does not exist (projects live in include/dbt/)"
+    return StageSpec(
+        label=stage.project,
+        tasks=(*(f"{GROUP_ID}.{m}" for m in models), *([check_task_id(GROUP_ID)] if stage.produces else [])),
+        reads=tuple(Read(t) for t in dbt_sources(project)),
+        writes=tuple(Write(t, f"{where}.produces[{i}]") for i, t in enumerate(stage.produces)),
+        problems=() if exists else (missing,),
+    )
+
+
+def build(node: Node, base: Path) -> Built:
+    """Build the Cosmos task group, then the checks of every produced table."""
+    from asgard_provider.dbt.cosmos import build_dbt_task_group
+
+    stage: DbtStage = node.config
+    group = build_dbt_task_group(
+        group_id=GROUP_ID,
+        project_dir=base / "dbt" / stage.project,
+        dbt_vars={"as_of": AS_OF, **stage.vars},
+        select=stage.select or None,
+        target=stage.target,
+        trino_conn_id=stage.connection,
+    )
+    if not stage.produces:
+        return Built(entry=group, exit=group)
+    check = build_checks(GROUP_ID, stage.produces, TableChecks(), per_table=stage.checks)
+    group >> check
+    return Built(entry=group, exit=check)
+
+
+KIND = StageKind(key="dbt", model=DbtStage, spec=spec, build=build)

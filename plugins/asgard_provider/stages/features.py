@@ -1,0 +1,96 @@
+"""The features stage: a Feast entity and feature view over a Gold Iceberg table, and its online copy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from asgard_provider.stages.base import Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
+
+REGISTER_TASK = "register_features"
+MATERIALIZE_TASK = "materialize_features"
+
+
+class Feature(StageModel):
+    """One feature column of a feature view."""
+
+    name: str
+    dtype: Literal["int32", "int64", "float32", "float64", "string", "bool", "unix_timestamp"]
+
+
+class FeaturesStage(StageModel):
+    """A Feast entity + feature view over a Gold Iceberg table."""
+
+    feature_view: str
+    entity: str
+    join_key: str
+    source_table: TableName
+    timestamp_field: str
+    features: list[Feature] = Field(min_length=1)
+    ttl_days: int = Field(default=90, gt=0)
+    feature_service: str | None = None
+    materialize: bool = True
+    tags: dict[str, str] = {}
+
+    def feature_refs(self) -> list[str]:
+        """``<feature_view>:<feature>`` of every feature, as training and scoring request them."""
+        return [f"{self.feature_view}:{feature.name}" for feature in self.features]
+
+
+def feature_view(stage: FeaturesStage) -> str:
+    """Name the feature view as a resource of the pipeline graph (``feast:<view>``)."""
+    return f"feast:{stage.feature_view}"
+
+
+def spec(stage: FeaturesStage, where: str, base: Path, inputs: Mapping[str, Node]) -> StageSpec:
+    """Describe the stage: it reads the Gold source table and writes the feature view."""
+    return StageSpec(
+        label=stage.feature_view,
+        tasks=(REGISTER_TASK, *([MATERIALIZE_TASK] if stage.materialize else [])),
+        reads=(
+            Read(
+                stage.source_table,
+                f"{where}.source_table",
+                f"{stage.source_table} is not produced by an earlier stage; "
+                "list it under dbt.produces or a transform's output_table",
+            ),
+        ),
+        writes=(Write(feature_view(stage)),),
+    )
+
+
+def build(node: Node, base: Path) -> Built:
+    """Register the feature view; materializing the online store runs beside training, not before it."""
+    from asgard_provider.operators.feast import FeastMaterializeOperator, FeastRegisterOperator
+
+    stage: FeaturesStage = node.config
+    register = FeastRegisterOperator(
+        task_id=REGISTER_TASK,
+        feature_view=stage.feature_view,
+        entity=stage.entity,
+        join_key=stage.join_key,
+        source_table=stage.source_table,
+        timestamp_field=stage.timestamp_field,
+        features=[feature.model_dump() for feature in stage.features],
+        ttl_days=stage.ttl_days,
+        tags=stage.tags,
+        feature_service=stage.feature_service,
+        materialize=False,
+    )
+    if stage.materialize:
+        # Online serving only: training and batch inference read the offline store.
+        register >> FeastMaterializeOperator(
+            task_id=MATERIALIZE_TASK,
+            feature_view=stage.feature_view,
+            source_table=stage.source_table,
+            join_key=stage.join_key,
+            timestamp_field=stage.timestamp_field,
+            ttl_days=stage.ttl_days,
+        )
+    return Built(entry=register, exit=register)
+
+
+KIND = StageKind(key="features", model=FeaturesStage, spec=spec, build=build)

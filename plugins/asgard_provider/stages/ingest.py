@@ -1,0 +1,185 @@
+"""Ingest stages: copy one source (database table, file export or Airbyte connection) into one Bronze table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from asgard_provider.stages.base import Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
+
+
+class SqlSource(StageModel):
+    """A table in a relational database reached through an Airflow connection."""
+
+    connection: str = Field(description="Airflow connection id of the source database")
+    table: str = Field(description="source table name")
+    columns: list[str] | None = Field(default=None, description="columns to copy (default: all)")
+
+
+class FileSource(StageModel):
+    """A file export (e.g. the support API's JSON lines); ``${VAR}`` is expanded at run time."""
+
+    path: str
+    format: Literal["jsonl", "csv", "parquet"] = "jsonl"
+
+
+class AirbyteSource(StageModel):
+    """An Airbyte connection whose destination writes the Bronze table."""
+
+    connection_id: str = Field(description="Airbyte connection UUID")
+    airbyte_conn_id: str = Field(default="airbyte_default", description="Airflow connection to the Airbyte API")
+    timeout_minutes: int = Field(default=60, gt=0)
+
+
+class Incremental(StageModel):
+    """Read only the run's data interval of a source table, by a cursor column (e.g. ``updated_at``).
+
+    Each run replaces exactly the rows whose cursor falls in ``[data_interval_start, data_interval_end)`` in the
+    Bronze table, so reruns and backfills never duplicate or lose rows. Trigger with ``full_refresh: true``
+    to reload the whole table.
+    """
+
+    cursor: str = Field(description="source column ordering changes (timestamp or date)")
+
+
+class IngestStage(StageModel):
+    """Copy one source into one Bronze table."""
+
+    name: str
+    engine: Literal["embedded", "airbyte"] = "embedded"
+    source: SqlSource | FileSource | None = None
+    airbyte: AirbyteSource | None = None
+    target: TableName
+    partition_by: list[str] = []
+    batch_rows: int = Field(default=100_000, gt=0)
+    incremental: Incremental | None = Field(default=None, description="interval-keyed reads (SQL sources only)")
+
+    @model_validator(mode="after")
+    def _engine_settings(self) -> IngestStage:
+        if self.engine == "embedded" and self.source is None:
+            raise ValueError("engine 'embedded' needs 'source' (connection + table, or path + format)")
+        if self.incremental is not None and not isinstance(self.source, SqlSource):
+            raise ValueError("'incremental' needs a database source ('source: {connection, table}')")
+        if self.engine == "airbyte" and self.airbyte is None:
+            raise ValueError("engine 'airbyte' needs 'airbyte: {connection_id: ...}'")
+        return self
+
+
+def _task_ids(stage: IngestStage) -> tuple[str, ...]:
+    """Return the task ids: an Airbyte sync is a trigger and a sensor, every other source one task."""
+    return (f"{stage.name}_trigger", f"{stage.name}_wait") if stage.engine == "airbyte" else (stage.name,)
+
+
+def _source(stage: IngestStage) -> str:
+    if stage.engine == "airbyte":
+        assert stage.airbyte is not None  # guaranteed by IngestStage validation
+        return f"airbyte:{stage.airbyte.connection_id}"
+    if isinstance(stage.source, FileSource):
+        return f"file:{stage.source.path}"
+    assert stage.source is not None
+    return f"sql:{stage.source.connection}/{stage.source.table}"
+
+
+def spec(stage: IngestStage, where: str, base: Path, inputs: Mapping[str, Node]) -> StageSpec:
+    """Describe the stage: it reads the source and writes the Bronze table."""
+    return StageSpec(
+        label=stage.name,
+        name=stage.name,
+        tasks=_task_ids(stage),
+        reads=(Read(_source(stage)),),
+        writes=(Write(stage.target, f"{where}.target"),),
+    )
+
+
+def _airbyte(stage: IngestStage, trigger_id: str, wait_id: str) -> Built:
+    from airflow.providers.airbyte.operators.airbyte import AirbyteTriggerSyncOperator
+    from airflow.providers.airbyte.sensors.airbyte import AirbyteJobSensor
+
+    assert stage.airbyte is not None  # guaranteed by IngestStage validation
+    trigger = AirbyteTriggerSyncOperator(
+        task_id=trigger_id,
+        connection_id=stage.airbyte.connection_id,
+        airbyte_conn_id=stage.airbyte.airbyte_conn_id,
+        asynchronous=True,
+    )
+    wait = AirbyteJobSensor(
+        task_id=wait_id,
+        airbyte_job_id=trigger.output,  # type: ignore[arg-type]
+        airbyte_conn_id=stage.airbyte.airbyte_conn_id,
+        deferrable=True,
+        timeout=stage.airbyte.timeout_minutes * 60,
+    )
+    trigger >> wait
+    return Built(entry=trigger, exit=wait)
+
+
+def _incremental(stage: IngestStage) -> dict[str, Any]:
+    if stage.incremental is None:
+        return {}
+    return {
+        "cursor_column": stage.incremental.cursor,
+        "interval_start": "{{ data_interval_start }}",
+        "interval_end": "{{ data_interval_end }}",
+        "full_refresh": "{{ params.full_refresh }}",
+    }
+
+
+def _embedded(stage: IngestStage, task_id: str) -> Any:
+    from asgard_provider.operators.ingest import FileToIcebergOperator, SqlToIcebergOperator
+
+    src = stage.source
+    if isinstance(src, FileSource):
+        return FileToIcebergOperator(
+            task_id=task_id,
+            path=src.path,
+            file_format=src.format,
+            target_table=stage.target,
+            partition_by=stage.partition_by,
+        )
+    assert src is not None  # guaranteed by IngestStage validation
+    return SqlToIcebergOperator(
+        task_id=task_id,
+        source_conn_id=src.connection,
+        source_table=src.table,
+        columns=src.columns,
+        target_table=stage.target,
+        partition_by=stage.partition_by,
+        batch_rows=stage.batch_rows,
+        **_incremental(stage),
+    )
+
+
+def build(node: Node, base: Path) -> Built:
+    """Build the ingest task (or Airbyte trigger + sensor); the last one publishes the Bronze table."""
+    from asgard_provider.assets import table_asset
+
+    stage: IngestStage = node.config
+    if stage.engine == "airbyte":
+        built = _airbyte(stage, *node.spec.tasks)
+    else:
+        task = _embedded(stage, node.spec.tasks[0])
+        built = Built(entry=task, exit=task)
+    built.exit.outlets = [table_asset(stage.target)]
+    return built
+
+
+def params(stage: IngestStage) -> dict[str, Any]:
+    """``full_refresh`` on the trigger form when the stage reads incrementally."""
+    if stage.incremental is None:
+        return {}
+    from airflow.sdk import Param
+
+    return {
+        "full_refresh": Param(
+            False,
+            type="boolean",
+            title="Full refresh",
+            description="Reload every source table completely instead of the run's data interval.",
+        )
+    }
+
+
+KIND = StageKind(key="ingest", model=IngestStage, spec=spec, build=build, params=params)

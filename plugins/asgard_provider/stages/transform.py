@@ -1,0 +1,127 @@
+"""Transform stages: a Spark SQL file turning Bronze tables into a Silver table (and its quarantine)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from asgard_provider.catalog import table_refs
+from asgard_provider.stages.base import Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
+from asgard_provider.stages.checks import TableChecks, build_checks, check_task_id
+from asgard_provider.stages.pods import needs_kubernetes
+
+
+class SparkOnKubernetes(StageModel):
+    """Where a ``runner: kubernetes`` transform runs: a SparkApplication for the Spark operator."""
+
+    image: str = Field(description="Spark image holding Python, pyspark and the asgard provider")
+    namespace: str = "asgard"
+    service_account: str = Field(default="spark", description="driver service account (may create executor pods)")
+    kubernetes_conn_id: str = "kubernetes_default"
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    env_from: list[str] = Field(default=[], description="Kubernetes Secrets exposed as env (catalog/S3 credentials)")
+    driver_cores: int = Field(default=1, gt=0)
+    driver_memory: str = Field(default="2g", pattern=r"^[0-9]+[kmgt]?$")
+    executor_cores: int = Field(default=1, gt=0)
+    executor_memory: str = Field(default="2g", pattern=r"^[0-9]+[kmgt]?$")
+    executor_instances: int = Field(default=2, gt=0)
+    spark_version: str = "3.5.8"
+    packages: list[str] | None = Field(default=None, description="Maven coordinates (default: Iceberg runtime + AWS)")
+    spark_conf: dict[str, str] = {}
+    timeout_minutes: int = Field(default=120, gt=0)
+
+
+class TransformStage(StageModel):
+    """A Spark SQL file turning Bronze tables into a Silver table."""
+
+    name: str
+    sql: str = Field(description="path under include/sql/")
+    output_table: TableName
+    mode: Literal["overwrite", "append", "merge"] = "overwrite"
+    partition_by: list[str] = []
+    merge_keys: list[str] = []
+    quarantine_table: TableName | None = None
+    checks: TableChecks | None = Field(default=None, description="checks on output_table after the transform")
+    runner: Literal["local", "kubernetes"] = "local"
+    kubernetes: SparkOnKubernetes | None = None
+
+    @model_validator(mode="after")
+    def _merge_needs_keys(self) -> TransformStage:
+        if self.mode == "merge" and not self.merge_keys:
+            raise ValueError("mode 'merge' needs 'merge_keys' (the columns identifying a row)")
+        needs_kubernetes(self)
+        return self
+
+
+def quarantine_table(stage: TransformStage) -> str:
+    """Where the transform's rejected rows go: ``quarantine_table``, by default ``<output_table>_quarantine``."""
+    return stage.quarantine_table or f"{stage.output_table}_quarantine"
+
+
+def _reads(stage: TransformStage, where: str, sql_path: Path) -> tuple[Read, ...]:
+    return tuple(
+        Read(ref, f"{where}.sql", f"{stage.sql} reads iceberg.{ref}, which no earlier stage produces")
+        for ref in sorted(table_refs(sql_path.read_text()))
+    )
+
+
+def spec(stage: TransformStage, where: str, base: Path, inputs: Mapping[str, Node]) -> StageSpec:
+    """Describe the stage: the tables its SQL reads, the output table and its quarantine."""
+    sql_path = base / "sql" / stage.sql
+    exists = sql_path.is_file()
+    missing = f"{where}.sql: file {sql_path} does not exist (paths are relative to include/sql/)"
+    quarantine_key = f"{where}.quarantine_table" if stage.quarantine_table else f"{where}.output_table"
+    return StageSpec(
+        label=stage.name,
+        name=stage.name,
+        tasks=(stage.name, *([check_task_id(stage.name)] if stage.checks else [])),
+        reads=_reads(stage, where, sql_path) if exists else (),
+        writes=(
+            Write(stage.output_table, f"{where}.output_table"),
+            Write(quarantine_table(stage), quarantine_key, f"quarantine table of {stage.output_table}"),
+        ),
+        problems=() if exists else (missing,),
+    )
+
+
+def _operator(stage: TransformStage) -> Any:
+    """Return the Spark transform in the worker (``runner: local``) or as a SparkApplication (``kubernetes``)."""
+    common: dict[str, Any] = {
+        "task_id": stage.name,
+        "sql": stage.sql,
+        "output_table": stage.output_table,
+        "mode": stage.mode,
+        "partition_by": stage.partition_by,
+        "merge_keys": stage.merge_keys,
+        "quarantine_table": stage.quarantine_table,
+    }
+    if stage.runner == "kubernetes" and stage.kubernetes is not None:
+        from asgard_provider.operators.spark_kubernetes import SparkIcebergKubernetesOperator
+
+        spark = stage.kubernetes.model_dump(exclude={"timeout_minutes"})
+        timeout = timedelta(minutes=stage.kubernetes.timeout_minutes)
+        return SparkIcebergKubernetesOperator(**common, execution_timeout=timeout, **spark)
+    from asgard_provider.operators.spark_iceberg import SparkIcebergTransformOperator
+
+    return SparkIcebergTransformOperator(**common)
+
+
+def build(node: Node, base: Path) -> Built:
+    """Build the transform task, then its checks; the output table is ready after the checks."""
+    from asgard_provider.assets import table_asset
+
+    stage: TransformStage = node.config
+    task = _operator(stage)
+    task.outlets = [table_asset(w.name) for w in node.spec.writes]
+    if stage.checks is None:
+        return Built(entry=task, exit=task)
+    check = build_checks(stage.name, [stage.output_table], stage.checks)
+    task >> check
+    return Built(entry=task, exit=check, ready={quarantine_table(stage): task})
+
+
+KIND = StageKind(key="transform", model=TransformStage, spec=spec, build=build, waits_for="reads")

@@ -1,0 +1,119 @@
+"""The DAGs of the shipped pipelines keep their tasks, edges and outlets (recorded before the stage refactor)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asgard_provider.pipeline.config import load_pipeline_config
+from asgard_provider.pipeline.factory import build_dag
+
+REPO = Path(__file__).resolve().parents[3]
+INCLUDE = REPO / "include"
+
+CHURN: dict[str, Any] = {
+    "edges": [
+        ("check_clean_customers", "gold.customer_metrics_model_build"),
+        ("check_gold", "register_features"),
+        ("clean_customers", "check_clean_customers"),
+        ("clean_support_tickets", "gold.customer_metrics_model_build"),
+        ("clean_transactions", "gold.customer_metrics_model_build"),
+        ("gold.customer_metrics_model_build", "check_gold"),
+        ("ingest_customers", "clean_customers"),
+        ("ingest_support_tickets", "clean_support_tickets"),
+        ("ingest_transactions", "clean_transactions"),
+        ("register_features", "materialize_features"),
+        ("register_features", "train_model"),
+        ("train_model", "batch_inference"),
+    ],
+    "outlets": {
+        "batch_inference": ["gold.customer_churn_predictions"],
+        "check_clean_customers": ["silver.customers_cleaned"],
+        "check_gold": ["gold.customer_metrics"],
+        "clean_customers": ["silver.customers_cleaned", "silver.customers_cleaned_quarantine"],
+        "clean_support_tickets": ["silver.support_tickets_cleaned", "silver.support_tickets_cleaned_quarantine"],
+        "clean_transactions": ["silver.transactions_cleaned", "silver.transactions_cleaned_quarantine"],
+        "ingest_customers": ["bronze.customers"],
+        "ingest_support_tickets": ["bronze.support_tickets"],
+        "ingest_transactions": ["bronze.transactions"],
+    },
+}
+
+VALUE: dict[str, Any] = {
+    "edges": [
+        ("check_clean_retail_sales", "gold.customer_value_features_model_build"),
+        ("check_gold", "register_features"),
+        ("clean_retail_sales", "check_clean_retail_sales"),
+        ("gold.customer_value_features_model_build", "check_gold"),
+        ("ingest_retail_customers", "clean_retail_sales"),
+        ("ingest_retail_transactions", "clean_retail_sales"),
+        ("register_features", "materialize_features"),
+        ("register_features", "train_model"),
+        ("train_model", "batch_inference"),
+    ],
+    "outlets": {
+        "batch_inference": ["gold.customer_value_predictions"],
+        "check_clean_retail_sales": ["silver.retail_sales"],
+        "check_gold": ["gold.customer_value_features"],
+        "clean_retail_sales": ["silver.retail_sales", "silver.retail_sales_quarantine"],
+        "ingest_retail_customers": ["bronze.retail_customers"],
+        "ingest_retail_transactions": ["bronze.retail_transactions"],
+    },
+}
+
+PRODUCTION: dict[str, Any] = {
+    "edges": [
+        ("check_gold", "register_features"),
+        ("clean_customers", "gold.customer_metrics_model_build"),
+        ("clean_support_tickets", "gold.customer_metrics_model_build"),
+        ("clean_transactions", "gold.customer_metrics_model_build"),
+        ("gold.customer_metrics_model_build", "check_gold"),
+        ("ingest_customers_trigger", "ingest_customers_wait"),
+        ("ingest_customers_wait", "clean_customers"),
+        ("ingest_support_tickets_trigger", "ingest_support_tickets_wait"),
+        ("ingest_support_tickets_wait", "clean_support_tickets"),
+        ("ingest_transactions_trigger", "ingest_transactions_wait"),
+        ("ingest_transactions_wait", "clean_transactions"),
+        ("register_features", "materialize_features"),
+        ("register_features", "train_model"),
+        ("train_model", "batch_inference"),
+    ],
+    "outlets": {
+        "batch_inference": ["gold.customer_churn_predictions"],
+        "check_gold": ["gold.customer_metrics"],
+        "clean_customers": ["silver.customers_cleaned", "silver.customers_cleaned_quarantine"],
+        "clean_support_tickets": ["silver.support_tickets_cleaned", "silver.support_tickets_cleaned_quarantine"],
+        "clean_transactions": ["silver.transactions_cleaned", "silver.transactions_cleaned_quarantine"],
+        "ingest_customers_wait": ["bronze.customers"],
+        "ingest_support_tickets_wait": ["bronze.support_tickets"],
+        "ingest_transactions_wait": ["bronze.transactions"],
+    },
+}
+
+CASES = {
+    "customer_churn": (INCLUDE / "pipelines" / "customer_churn.yaml", CHURN),
+    "customer_value": (INCLUDE / "pipelines" / "customer_value.yaml", VALUE),
+    "customer_churn_production": (REPO / "tests/fixtures/pipelines/good/customer_churn_production.yaml", PRODUCTION),
+}
+
+
+def _shape(path: Path) -> dict[str, Any]:
+    dag = build_dag(load_pipeline_config(path, base_dir=INCLUDE), base_dir=INCLUDE, config_path=path)
+    return {
+        "tasks": sorted(dag.task_ids),
+        "edges": sorted((t.task_id, down) for t in dag.tasks for down in t.downstream_task_ids),
+        "outlets": {
+            t.task_id: sorted(a.name for a in t.outlets)
+            for t in sorted(dag.tasks, key=lambda t: t.task_id)
+            if t.outlets
+        },
+    }
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_dag_keeps_its_tasks_edges_and_outlets(name: str) -> None:
+    path, expected = CASES[name]
+    tasks = sorted({task for edge in expected["edges"] for task in edge})
+    assert _shape(path) == {"tasks": tasks, **expected}
