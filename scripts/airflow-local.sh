@@ -60,6 +60,9 @@ start() {  # name, command...: its own process group, output in $LOGS/<name>.log
   setsid "$@" > "$LOGS/$name.log" 2>&1 &
   pids+=($!)
 }
+# The schema first: the server's processes would otherwise migrate a fresh store concurrently.
+"$BIN/mlflow" db upgrade "sqlite:///$ASGARD_HOME/mlflow/mlflow.db" > "$LOGS/mlflow-db-upgrade.log" 2>&1 \
+  || { tail -50 "$LOGS/mlflow-db-upgrade.log"; exit 1; }
 start mlflow "$BIN/mlflow" server --host 127.0.0.1 --port "$MLFLOW_PORT" \
   --backend-store-uri "sqlite:///$ASGARD_HOME/mlflow/mlflow.db" \
   --artifacts-destination "file://$ASGARD_HOME/mlflow/artifacts" --workers 1

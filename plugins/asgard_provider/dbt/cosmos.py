@@ -162,6 +162,11 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _reset_dbt_duckdb(context: Any) -> None:
+    """Task callback: drop dbt-duckdb's process-wide environment before a dbt task runs in-process."""
+    _forget_duckdb_environment()
+
+
 def _forget_duckdb_environment() -> None:
     """Drop dbt-duckdb's process-wide environment left by an earlier invocation in this process.
 
@@ -207,6 +212,9 @@ def build_dbt_task_group(
     manifest = require_manifest(project_dir, target=target)
     project_name = _project_name(manifest) or project_dir.name
     args: dict[str, Any] = {
+        # dag.test() and tests run several pipelines' dbt tasks in one process: start each from a fresh
+        # dbt-duckdb environment, so its plugin reads this run's catalog.
+        "on_execute_callback": _reset_dbt_duckdb,
         "install_deps": False,
         "vars": dict(dbt_vars),
         "env": _dbt_env(target),

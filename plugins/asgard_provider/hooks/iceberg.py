@@ -88,8 +88,16 @@ class IcebergHook(BaseHook):
         return self.catalog
 
     def ensure_namespace(self, namespace: str) -> None:
-        """Create the namespace if it does not exist."""
-        self.catalog.create_namespace_if_not_exists(namespace)
+        """Create the namespace if it does not exist.
+
+        Tasks that start at once (three ingests into ``bronze``) race between the catalog's existence check and
+        its insert; the loser's error (an ``IntegrityError`` from a SQL catalog) means the namespace now exists.
+        """
+        try:
+            self.catalog.create_namespace_if_not_exists(namespace)
+        except Exception:
+            if not self.catalog.namespace_exists(namespace):
+                raise
 
     def load_table(self, name: str) -> Any:
         """Load ``namespace.table``; raise :class:`CatalogError` naming the table if it is missing."""

@@ -50,3 +50,30 @@ def test_overwrite_filter_replaces_only_matching_rows(asgard_home: Path) -> None
     hook.write("gold.p", [pa.table({"day": ["a"], "v": [9]})], overwrite_filter="day == 'a'")
     rows = sorted((r["day"], r["v"]) for r in hook.load_table("gold.p").scan().to_arrow().to_pylist())
     assert rows == [("a", 9), ("b", 3)]
+
+
+def _create_namespace_at_once(barrier, errors) -> None:  # type: ignore[no-untyped-def]
+    hook = IcebergHook()
+    hook.catalog  # noqa: B018 - open the catalog before the race, as each task process has
+    barrier.wait()
+    try:
+        hook.ensure_namespace("bronze")
+    except Exception as exc:
+        errors.put(repr(exc))
+
+
+def test_tasks_creating_one_namespace_at_once_all_succeed(asgard_home: Path) -> None:
+    """Under a scheduler three ingest tasks start together and each creates ``bronze`` in the SQLite catalog."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    for _ in range(3):
+        barrier = ctx.Barrier(6)
+        procs = [ctx.Process(target=_create_namespace_at_once, args=(barrier, errors)) for _ in range(6)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(60)
+        IcebergHook().catalog.drop_namespace("bronze")
+    assert errors.empty(), errors.get()

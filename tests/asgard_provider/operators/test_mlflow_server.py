@@ -61,6 +61,11 @@ def tracking_server(postgres_db: str, s3: S3Server, tmp_path: Path) -> Iterator[
         "--workers",
         "1",
     ]
+    # Create the schema first: the server's processes migrate a fresh database concurrently otherwise.
+    upgrade = subprocess.run(
+        [command[0], "db", "upgrade", command[3]], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert upgrade.returncode == 0, upgrade.stderr[-3000:]
     log = (tmp_path / "mlflow-server.log").open("w")
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
