@@ -19,6 +19,7 @@ from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.spark import SparkHook, SparkProgress, local_spark_pool
 from asgard_provider.lineage import LineageMixin
 from asgard_provider.links import SPARK_UI_XCOM, SparkUILink, push
+from asgard_provider.paths import PathEscapeError, contained
 from asgard_provider.settings import include_dir
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
         others = [f for f in self.template_fields if f != "sql"]
         self._do_render_template_fields(self, others, context, env, set())
         sql_context = cast("Context", {**context, "sql_params": self.sql_params})
+        self._check_sql_path()
         try:
             self._do_render_template_fields(self, ["sql"], sql_context, env, set())
         except jinja2.TemplateNotFound as exc:
@@ -129,6 +131,14 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
             line = f" line {lineno}" if lineno else ""
             raise TransformError(f"cannot render SQL {self.sql_source}{line}: {exc}") from exc
         self._rendered = True
+
+    def _check_sql_path(self) -> None:
+        """Refuse a relative SQL file path that leaves include/sql/ (``..``, a symlink out of it)."""
+        if isinstance(self.sql, str) and _is_sql_path(self.sql) and not Path(self.sql.strip()).is_absolute():
+            try:
+                contained(sql_dir(), self.sql.strip(), "include/sql/")
+            except PathEscapeError as exc:
+                raise TransformError(f"{self.task_id}: SQL file {exc}") from None
 
     # ------------------------------------------------------------------------------------------- execution
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from asgard_provider.paths import PathEscapeError, contained
 from asgard_provider.stages import pods
 from asgard_provider.stages.base import Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
 from asgard_provider.stages.features import FeaturesStage, feature_view
@@ -42,10 +43,10 @@ def model(stage: TrainStage) -> str:
 
 
 def _script_problems(stage: TrainStage, where: str, base: Path) -> tuple[str, ...]:
-    folder = (base / "training").resolve()
-    script = (folder / stage.script).resolve()
-    if not script.is_relative_to(folder):
-        return (f"{where}.script: {stage.script!r} leaves include/training/; scripts must live there",)
+    try:
+        script = contained(base / "training", stage.script, "include/training/")
+    except PathEscapeError as exc:
+        return (f"{where}.script: {exc}",)
     if not script.is_file():
         return (f"{where}.script: {script} does not exist (paths are relative to include/training/)",)
     return ()
