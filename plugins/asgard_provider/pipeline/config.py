@@ -23,6 +23,7 @@ from asgard_provider.stages.pods import PodOnKubernetes
 from asgard_provider.stages.predict import PredictStage
 from asgard_provider.stages.train import TrainStage
 from asgard_provider.stages.transform import SparkOnKubernetes, TransformStage
+from asgard_provider.values import value_problems
 
 _MAX_PROBLEMS = 50  # one per bad list item would make a 10,000-line DagBag import error
 #: Secret-looking keys: these words anywhere, or ``pwd``/``credentials`` as a snake_case (or camelCase) segment,
@@ -163,6 +164,7 @@ def load_pipeline_config(path: Path | str, *, base_dir: Path | None = None) -> P
         if len(errors) > _MAX_PROBLEMS:
             problems.append(f"... and {len(errors) - _MAX_PROBLEMS} more problems of the same kind")
         raise PipelineConfigError(str(path), problems) from None
+    problems.extend(value_problems(cfg))
     try:
         problems.extend(_check_semantics(cfg, base))
     except (OSError, ValueError) as exc:  # e.g. a path too long for the file system, an SQL file not UTF-8

@@ -11,6 +11,7 @@ from pydantic import Field
 from asgard_provider.paths import PathEscapeError, contained
 from asgard_provider.stages.base import AS_OF, Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
 from asgard_provider.stages.checks import TableChecks, build_checks, check_task_id
+from asgard_provider.values import TEMPLATED
 
 #: Task group id of the dbt models (tasks ``gold.<model>_...``).
 GROUP_ID = "gold"
@@ -25,7 +26,12 @@ class DbtStage(StageModel):
     connection: str | None = Field(
         default=None, description="Airflow Trino connection for target 'trino' (mapped to the dbt profile by Cosmos)"
     )
-    vars: dict[str, Any] = {}
+    vars: dict[str, Any] = Field(
+        default={},
+        description="dbt vars; templated: values may use ds, data_interval_start, data_interval_end, logical_date, "
+        "params.<name> (e.g. `{{ data_interval_start | ds }}`)",
+        json_schema_extra=TEMPLATED,
+    )
     produces: list[TableName] = Field(default=[], description="Iceberg tables the project writes")
     checks: dict[TableName, TableChecks] = Field(
         default={}, description="checks per produced table (default: at least one row)"

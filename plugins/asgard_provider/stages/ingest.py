@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from asgard_provider.stages.base import Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
+from asgard_provider.values import EXPANDS_ENV
 
 
 class SqlSource(StageModel):
@@ -20,9 +21,13 @@ class SqlSource(StageModel):
 
 
 class FileSource(StageModel):
-    """A file export (e.g. the support API's JSON lines); ``${VAR}`` is expanded at run time."""
+    """A file export (e.g. the support API's JSON lines)."""
 
-    path: str
+    path: str = Field(
+        description="the file; `${ASGARD_HOME}`, `${ASGARD_INCLUDE_DIR}` and `${AIRFLOW_HOME}` are expanded at run "
+        "time, no other variable",
+        json_schema_extra=EXPANDS_ENV,
+    )
     format: Literal["jsonl", "csv", "parquet"] = "jsonl"
 
 
