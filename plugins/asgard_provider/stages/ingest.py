@@ -187,4 +187,14 @@ def params(stage: IngestStage) -> dict[str, Any]:
     }
 
 
-KIND = StageKind(key="ingest", model=IngestStage, spec=spec, build=build, params=params)
+def on_schedule(stage: IngestStage, where: str, schedule: str | None) -> tuple[str, ...]:
+    """``@continuous`` runs have no data interval to read, so an incremental read fails every run."""
+    if schedule == "@continuous" and stage.incremental is not None:
+        return (
+            f"{where}.incremental: '@continuous' runs have no data interval to read; "
+            "use a cron schedule (e.g. '@hourly') or drop 'incremental'",
+        )
+    return ()
+
+
+KIND = StageKind(key="ingest", model=IngestStage, spec=spec, build=build, params=params, on_schedule=on_schedule)

@@ -7,9 +7,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from asgard_provider.catalog import table_refs
+from asgard_provider.catalog import IDENTIFIER, table_refs
 from asgard_provider.paths import PathEscapeError, contained
 from asgard_provider.stages.base import Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
 from asgard_provider.stages.checks import TableChecks, build_checks, check_task_id
@@ -49,6 +49,14 @@ class TransformStage(StageModel):
     checks: TableChecks | None = Field(default=None, description="checks on output_table after the transform")
     runner: Literal["local", "kubernetes"] = "local"
     kubernetes: SparkOnKubernetes | None = None
+
+    @field_validator("merge_keys")
+    @classmethod
+    def _plain_columns(cls, keys: list[str]) -> list[str]:
+        bad = [key for key in keys if not IDENTIFIER.fullmatch(key)]
+        if bad:
+            raise ValueError(f"{bad} are not plain column names (letters, digits, underscores; a letter first)")
+        return keys
 
     @model_validator(mode="after")
     def _merge_needs_keys(self) -> TransformStage:
