@@ -15,6 +15,8 @@ from asgard_provider.stages.base import Built, Node, Read, StageKind, StageModel
 from asgard_provider.stages.features import FeaturesStage, feature_view
 
 TASK = "train_model"
+#: Time the task has beyond the script's ``timeout_minutes``: reading features, registering, promoting.
+TASK_MARGIN_MINUTES = 10
 
 
 class TrainStage(StageModel):
@@ -29,7 +31,9 @@ class TrainStage(StageModel):
     min_metrics: dict[str, float] = {}
     runner: Literal["local", "kubernetes"] = "local"
     kubernetes: pods.PodOnKubernetes | None = None
-    timeout_minutes: int = Field(default=60, gt=0)
+    timeout_minutes: int = Field(
+        default=60, gt=0, le=10080, description="the script is killed after this many minutes (at most a week)"
+    )
 
     @model_validator(mode="after")
     def _runner(self) -> TrainStage:
@@ -85,7 +89,8 @@ def build(node: Node, base: Path) -> Built:
         timestamp_field=features.timestamp_field,
         hyperparameters="{{ params.hyperparameters | tojson }}",
         min_metrics=stage.min_metrics,
-        execution_timeout=timedelta(minutes=stage.timeout_minutes),
+        timeout=stage.timeout_minutes * 60,  # the operator's own limit: its error names the script and the limit
+        execution_timeout=timedelta(minutes=stage.timeout_minutes + TASK_MARGIN_MINUTES),
     )
     return Built(entry=task, exit=task)
 
