@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,14 +46,23 @@ def test_a_dbt_project_symlink_out_of_include_dbt_is_refused(tmp_path: Path) -> 
     assert "dbt.project: 'proj' leaves include/dbt/" in _load(base, "dbt: {project: proj}\n")
 
 
+def _operator(runner: str, sql: str) -> Any:
+    if runner == "local":
+        return SparkIcebergTransformOperator(task_id="t", sql=sql, output_table="silver.c")
+    from asgard_provider.operators.spark_kubernetes import SparkIcebergKubernetesOperator
+
+    return SparkIcebergKubernetesOperator(task_id="t", sql=sql, output_table="silver.c", image="spark:3.5")
+
+
+@pytest.mark.parametrize("runner", ["local", "kubernetes"])
 @pytest.mark.parametrize("sql", ["../outside.sql", "link.sql"])
-def test_the_transform_operator_refuses_sql_leaving_include_sql_at_run_time(
-    sql: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_transform_operators_refuse_sql_leaving_include_sql_at_run_time(
+    sql: str, runner: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base = _include(tmp_path)
     (base / "sql" / "link.sql").symlink_to(tmp_path / "outside" / "x.sql")
     (base / "outside.sql").write_text("SELECT 1")
     monkeypatch.setenv("ASGARD_INCLUDE_DIR", str(base))
-    op = SparkIcebergTransformOperator(task_id="t", sql=sql, output_table="silver.c")
+    op = _operator(runner, sql)
     with pytest.raises(TransformError, match=rf"t: SQL file '{sql}' leaves include/sql/"):
         op.render_template_fields({})  # type: ignore[arg-type]

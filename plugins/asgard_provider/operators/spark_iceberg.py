@@ -119,7 +119,7 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
         others = [f for f in self.template_fields if f != "sql"]
         self._do_render_template_fields(self, others, context, env, set())
         sql_context = cast("Context", {**context, "sql_params": self.sql_params})
-        self._check_sql_path()
+        check_sql_path(self.task_id, self.sql)
         try:
             self._do_render_template_fields(self, ["sql"], sql_context, env, set())
         except jinja2.TemplateNotFound as exc:
@@ -131,14 +131,6 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
             line = f" line {lineno}" if lineno else ""
             raise TransformError(f"cannot render SQL {self.sql_source}{line}: {exc}") from exc
         self._rendered = True
-
-    def _check_sql_path(self) -> None:
-        """Refuse a relative SQL file path that leaves include/sql/ (``..``, a symlink out of it)."""
-        if isinstance(self.sql, str) and _is_sql_path(self.sql) and not Path(self.sql.strip()).is_absolute():
-            try:
-                contained(sql_dir(), self.sql.strip(), "include/sql/")
-            except PathEscapeError as exc:
-                raise TransformError(f"{self.task_id}: SQL file {exc}") from None
 
     # ------------------------------------------------------------------------------------------- execution
 
@@ -410,6 +402,15 @@ def _table_or_none(iceberg: IcebergHook, name: str) -> Any:
         return iceberg.load_table(name)
     except Exception:  # lineage without a schema rather than a failed task
         return None
+
+
+def check_sql_path(task_id: str, sql: Any) -> None:
+    """Refuse a relative SQL file path that leaves include/sql/ (``..``, a symlink out of it)."""
+    if isinstance(sql, str) and _is_sql_path(sql) and not Path(sql.strip()).is_absolute():
+        try:
+            contained(sql_dir(), sql.strip(), "include/sql/")
+        except PathEscapeError as exc:
+            raise TransformError(f"{task_id}: SQL file {exc}") from None
 
 
 def _is_sql_path(sql: str) -> bool:
