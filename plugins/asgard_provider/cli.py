@@ -21,8 +21,23 @@ def _dags(args: argparse.Namespace, base: Path) -> Path:
     return Path(args.dags_dir).resolve() if getattr(args, "dags_dir", None) else base.parent / "dags"
 
 
+def _stub_problems(stub: Path) -> list[str]:
+    """Check that the DAG file exists and holds the words the DAG processor looks for (else it is skipped)."""
+    if not stub.is_file():
+        return [f"no DAG file {stub} loads this pipeline (asgard new pipeline)"]
+    text = stub.read_bytes().lower()
+    missing = [word for word in ("airflow", "dag") if word.encode() not in text]
+    if missing:
+        return [
+            f"DAG file {stub} does not contain the word(s) {', '.join(map(repr, missing))}, so the DAG processor "
+            "skips it (safe mode); keep the stub's docstring or regenerate it (asgard new pipeline)"
+        ]
+    return []
+
+
 def _validate(args: argparse.Namespace) -> int:
     from asgard_provider.pipeline.config import validate_all
+    from asgard_provider.pipeline.factory import dag_problems
 
     base = _include(args)
     results = validate_all(base)
@@ -36,9 +51,9 @@ def _validate(args: argparse.Namespace) -> int:
             failed += 1
             print(f"FAIL {outcome}")
             continue
-        problems = []
-        if args.strict and not (dags_dir / f"{path.stem}.py").is_file():
-            problems.append(f"no DAG file {dags_dir / (path.stem + '.py')} loads this pipeline (asgard new pipeline)")
+        problems = dag_problems(outcome, base, path)
+        if args.strict:
+            problems += _stub_problems(dags_dir / f"{path.stem}.py")
         if problems:
             failed += 1
             print(f"FAIL {PipelineConfigError(str(path), problems)}")
@@ -59,7 +74,8 @@ def _new_pipeline(args: argparse.Namespace) -> int:
     for path in written:
         print(f"created {path}")
     print(
-        f"next: edit include/pipelines/{args.name}.yaml, then `asgard validate --strict` and `asgard show {args.name}`"
+        f"next: edit include/pipelines/{args.name}.yaml, then `asgard dbt compile`, `asgard validate --strict` "
+        f"and `asgard show {args.name}`"
     )
     return 0
 

@@ -51,19 +51,20 @@ def test_new_pipeline_scaffold_passes_strict_validation_and_builds_its_dag(
         assert f"created {path}" in out
     assert "__NAME__" not in "".join(p.read_text() for p in include.rglob("*") if p.is_file())
 
-    code, out, _ = _run(capsys, "validate", "--strict")
-    assert code == 0, out
-    assert out.startswith("ok ") and "pipeline store_sales" in out
-
-    # A new dbt project has no manifest yet: the DAG file names the command, which builds it.
+    # A new dbt project has no manifest yet: the DAG file and `validate` (which builds it) name the command.
     from asgard_provider.exceptions import TransformError
     from asgard_provider.pipeline.factory import dag_from_file
 
     with pytest.raises(TransformError, match=r"store_sales \(target duckdb\).*Run `asgard dbt compile`"):
         dag_from_file(dags / "store_sales.py")
+    code, out, _ = _run(capsys, "validate", "--strict")
+    assert code == 1 and "the DAG does not build (TransformError" in out and "asgard dbt compile" in out
     code, out, _ = _run(capsys, "dbt", "compile")
     assert code == 0, out
     assert "store_sales-duckdb-" in out
+    code, out, _ = _run(capsys, "validate", "--strict")
+    assert code == 0, out
+    assert out.startswith("ok ") and "pipeline store_sales" in out
 
     # The DAG stub builds every stage, and `show` lists exactly its tasks.
     dag = dag_from_file(dags / "store_sales.py")
@@ -192,3 +193,59 @@ def test_config_reference_documents_every_key_of_every_model() -> None:
         section = text.split(f"\n## {model.__name__}\n", 1)[1].split("\n## ", 1)[0]
         for name in model.model_fields:
             assert f"| `{name}` |" in section, f"{model.__name__}.{name} missing from docs/config.md"
+
+
+MINIMAL = REPO / "tests" / "fixtures" / "pipelines" / "good" / "minimal_ingest.yaml"
+STUB = (
+    '"""Airflow DAG for {name}."""\n\nfrom asgard_provider.pipeline.factory import dag_from_file\n\n'
+    "dag = dag_from_file(__file__)\n"
+)
+
+
+def _pipeline(include: Path, dags: Path, name: str, extra: str = "", stub: str = STUB) -> None:
+    text = MINIMAL.read_text().replace("pipeline: minimal_ingest", f"pipeline: {name}")
+    (include / "pipelines" / f"{name}.yaml").write_text(text + extra)
+    (dags / f"{name}.py").write_text(stub.format(name=name))
+
+
+def test_validate_builds_each_dag_and_fails_where_the_dagbag_would(
+    bundle: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    include, dags = bundle
+    _pipeline(include, dags, "builds")
+    # valid as config, but 10**13 minutes overflows the SparkApplication's timedelta when the DAG is built
+    k8s = "{image: spark:3.5, timeout_minutes: 10000000000000}"
+    (include / "sql").mkdir()
+    (include / "sql" / "t.sql").write_text("SELECT * FROM iceberg.bronze.customers")
+    _pipeline(
+        include,
+        dags,
+        "overflows",
+        f"transform:\n  - {{name: t, sql: t.sql, output_table: silver.t, runner: kubernetes, kubernetes: {k8s}}}\n",
+    )
+    code, out, _ = _run(capsys, "validate", "--strict")
+    assert code == 1
+    assert "ok   " in out and "(pipeline builds)" in out
+    assert "overflows.yaml:\n  - the DAG does not build (OverflowError" in out
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(dags), safe_mode=True)
+    assert sorted(bag.dag_ids) == ["builds"] and [Path(p).name for p in bag.import_errors] == ["overflows.py"]
+
+
+def test_strict_refuses_a_dag_stub_the_dag_processor_would_skip(
+    bundle: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    include, dags = bundle
+    _pipeline(
+        include,
+        dags,
+        "skipped",
+        stub="from asgard_provider.pipeline.factory import dag_from_file\n\nd = dag_from_file(__file__)\n",
+    )
+    code, out, _ = _run(capsys, "validate", "--strict")
+    assert code == 1
+    assert (
+        f"DAG file {dags / 'skipped.py'} does not contain the word(s) 'airflow', so the DAG processor skips it" in out
+    )
+    assert _run(capsys, "validate")[0] == 0, "without --strict the DAG files are not checked"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from asgard_provider.exceptions import SourceError
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.sql_source import SqlSourceHook
 from asgard_provider.lineage import LineageMixin, sql_source_namespace
+from asgard_provider.values import expand_env
 
 FILE_FORMATS = ("jsonl", "csv", "parquet")
 
@@ -190,7 +190,8 @@ def _slice_filter(iceberg: IcebergHook, table: str, cursor: str, lower: datetime
 class FileToIcebergOperator(LineageMixin, BaseOperator):
     """Load a JSON-lines, CSV or Parquet file (e.g. a support-API export) into an Iceberg table.
 
-    ``path`` may use environment variables (``${ASGARD_HOME}/sources/tickets.jsonl``), expanded at run time.
+    ``path`` may use ``${ASGARD_HOME}``, ``${ASGARD_INCLUDE_DIR}`` and ``${AIRFLOW_HOME}``
+    (``${ASGARD_HOME}/sources/tickets.jsonl``), expanded at run time; any other variable is refused.
     """
 
     template_fields: Sequence[str] = ("path", "target_table")
@@ -220,9 +221,12 @@ class FileToIcebergOperator(LineageMixin, BaseOperator):
         split_table_name(self.target_table)
         if self.file_format not in FILE_FORMATS:
             raise SourceError(f"file_format {self.file_format!r} is not one of {', '.join(FILE_FORMATS)}")
-        path = Path(os.path.expandvars(self.path))
-        if not path.is_file():
-            raise SourceError(f"source file {path} does not exist")
+        try:
+            path = Path(expand_env(self.path))
+        except ValueError as exc:
+            raise SourceError(f"source file {self.path}: {exc}") from None
+        if not path.is_file():  # named as configured: an expanded value is not echoed
+            raise SourceError(f"source file {self.path} does not exist")
         result = IcebergHook(self.iceberg_conn_id).write(
             self.target_table,
             self._batches(path),
@@ -256,4 +260,4 @@ class FileToIcebergOperator(LineageMixin, BaseOperator):
                 reader = pjson.open_json(path, read_options=pjson.ReadOptions(block_size=self.block_bytes))
             yield from reader
         except pa.ArrowInvalid as exc:
-            raise SourceError(f"cannot parse {self.file_format} file {path}: {exc}") from exc
+            raise SourceError(f"cannot parse {self.file_format} file {self.path}: {exc}") from exc

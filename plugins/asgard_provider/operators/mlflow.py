@@ -27,6 +27,7 @@ from asgard_provider.hooks.mlflow import MLflowHook
 from asgard_provider.lineage import LineageMixin, mlflow_namespace, model_dataset_name
 from asgard_provider.links import MLFLOW_XCOM, MLflowModelVersionLink, MLflowRunLink, push
 from asgard_provider.monitoring import PREDICTION_PROFILE_ARTIFACT
+from asgard_provider.paths import PathEscapeError, contained
 from asgard_provider.settings import asgard_home, include_dir
 from asgard_provider.training import CONTEXT_ENV, HOLDOUT_ARTIFACT, TrainingContext
 
@@ -37,9 +38,10 @@ TAIL_LINES = 40
 def resolve_script(script: str, base: Path | str | None = None) -> Path:
     """Return ``<include>/training/<script>``; reject paths leaving that folder or files that do not exist."""
     folder = (Path(base) if base is not None else include_dir()).resolve() / "training"
-    path = (folder / script).resolve()
-    if Path(script).is_absolute() or not path.is_relative_to(folder):
-        raise TrainingError(f"training script {script!r} is outside {folder}; scripts must live in include/training/")
+    try:
+        path = contained(folder, script, "include/training/")
+    except PathEscapeError as exc:
+        raise TrainingError(f"training script {exc}") from None
     if not path.is_file():
         raise TrainingError(f"training script {path} does not exist (paths are relative to {folder})")
     return path

@@ -19,6 +19,7 @@ from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.spark import SparkHook, SparkProgress, local_spark_pool
 from asgard_provider.lineage import LineageMixin
 from asgard_provider.links import SPARK_UI_XCOM, SparkUILink, push
+from asgard_provider.paths import PathEscapeError, contained
 from asgard_provider.settings import include_dir
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
         others = [f for f in self.template_fields if f != "sql"]
         self._do_render_template_fields(self, others, context, env, set())
         sql_context = cast("Context", {**context, "sql_params": self.sql_params})
+        check_sql_path(self.task_id, self.sql)
         try:
             self._do_render_template_fields(self, ["sql"], sql_context, env, set())
         except jinja2.TemplateNotFound as exc:
@@ -400,6 +402,15 @@ def _table_or_none(iceberg: IcebergHook, name: str) -> Any:
         return iceberg.load_table(name)
     except Exception:  # lineage without a schema rather than a failed task
         return None
+
+
+def check_sql_path(task_id: str, sql: Any) -> None:
+    """Refuse a relative SQL file path that leaves include/sql/ (``..``, a symlink out of it)."""
+    if isinstance(sql, str) and _is_sql_path(sql) and not Path(sql.strip()).is_absolute():
+        try:
+            contained(sql_dir(), sql.strip(), "include/sql/")
+        except PathEscapeError as exc:
+            raise TransformError(f"{task_id}: SQL file {exc}") from None
 
 
 def _is_sql_path(sql: str) -> bool:

@@ -28,6 +28,7 @@ from asgard_provider.operators.spark_iceberg import (
     MODES,
     _is_sql_path,
     _with_sql_loader,
+    check_sql_path,
     report_transform_lineage,
     sql_dir,
 )
@@ -148,6 +149,7 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
         env = _with_sql_loader(jinja_env) if jinja_env is not None else self.get_template_env()
         others = [f for f in self.template_fields if f != "sql"]
         self._do_render_template_fields(self, others, context, env, set())
+        check_sql_path(self.task_id, self.sql)
         try:
             self._do_render_template_fields(
                 self, ["sql"], cast("Context", {**context, "sql_params": self.sql_params}), env, set()

@@ -23,6 +23,7 @@ from asgard_provider.stages.pods import PodOnKubernetes
 from asgard_provider.stages.predict import PredictStage
 from asgard_provider.stages.train import TrainStage
 from asgard_provider.stages.transform import SparkOnKubernetes, TransformStage
+from asgard_provider.values import value_problems
 
 _MAX_PROBLEMS = 50  # one per bad list item would make a 10,000-line DagBag import error
 #: Secret-looking keys: these words anywhere, or ``pwd``/``credentials`` as a snake_case (or camelCase) segment,
@@ -49,9 +50,9 @@ class PipelineConfig(StageModel):
     )
     start_date: date = date(2025, 1, 1)
     catchup: bool = False
-    max_active_runs: int = Field(default=1, gt=0)
     retries: int = Field(default=1, ge=0)
-    retry_delay_minutes: float = Field(default=1.0, ge=0)
+    max_active_runs: int = Field(default=1, gt=0, description="at most 1 with '@continuous'")
+    retry_delay_minutes: float = Field(default=1.0, ge=0, le=10080, allow_inf_nan=False, description="at most a week")
     tags: list[str] = []
     owner: str = "asgard"
     ingest: list[IngestStage] = []
@@ -86,6 +87,15 @@ class PipelineConfig(StageModel):
         if self.schedule and self.schedule_on:
             raise ValueError(
                 f"'schedule' ({self.schedule!r}) and 'schedule_on' ({self.schedule_on}) conflict: pick one"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _continuous_runs_one_at_a_time(self) -> PipelineConfig:
+        if self.schedule == "@continuous" and self.max_active_runs != 1:
+            raise ValueError(
+                f"'max_active_runs' ({self.max_active_runs}) must be 1 with schedule '@continuous' "
+                "(Airflow starts the next run when the last ends)"
             )
         return self
 
@@ -163,6 +173,7 @@ def load_pipeline_config(path: Path | str, *, base_dir: Path | None = None) -> P
         if len(errors) > _MAX_PROBLEMS:
             problems.append(f"... and {len(errors) - _MAX_PROBLEMS} more problems of the same kind")
         raise PipelineConfigError(str(path), problems) from None
+    problems.extend(value_problems(cfg))
     try:
         problems.extend(_check_semantics(cfg, base))
     except (OSError, ValueError) as exc:  # e.g. a path too long for the file system, an SQL file not UTF-8

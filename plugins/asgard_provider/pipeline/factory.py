@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from asgard_provider.pipeline.config import PipelineConfig, load_pipeline_config
 from asgard_provider.pipeline.graph import PipelineGraph
 from asgard_provider.settings import include_dir
 from asgard_provider.stages.base import Built, Node
+from asgard_provider.values import literal_strings
 
 
 def dag_from_file(dag_file: str | Path) -> DAG:
@@ -52,7 +54,42 @@ def build_dag(cfg: PipelineConfig, *, base_dir: Path | None = None, config_path:
             built[node] = node.kind.build(node, base)
             for upstream, table in graph.upstream(node):
                 _ready(built[upstream], table) >> built[node].entry
+    _keep_literal(dag, literal_strings(cfg))
     return dag
+
+
+def dag_problems(cfg: PipelineConfig, base_dir: Path, config_path: Path) -> list[str]:
+    """Build the DAG as the DagBag does (dbt is not run: manifests come from ``asgard dbt compile``); say why not."""
+    logging.disable(logging.INFO)  # Cosmos narrates every parse
+    try:
+        build_dag(cfg, base_dir=base_dir, config_path=config_path)
+    except Exception as exc:  # whatever the DagBag would show as this file's import error
+        return [f"the DAG does not build ({type(exc).__name__}: {exc}); the DagBag would fail to import it"]
+    finally:
+        logging.disable(logging.NOTSET)
+    return []
+
+
+def _keep_literal(dag: DAG, texts: set[str]) -> None:
+    """Keep Airflow from rendering config strings outside templated fields (validation refuses them anyway)."""
+    if not texts:
+        return
+    for task in dag.tasks:
+        for name in task.template_fields:
+            setattr(task, name, _literal(getattr(task, name, None), texts))
+
+
+def _literal(value: Any, texts: set[str]) -> Any:
+    """Return ``value`` with every string of ``texts`` in it wrapped so that Jinja leaves it as it is."""
+    from airflow.sdk.definitions.template import literal
+
+    if isinstance(value, str):
+        return literal(value) if value in texts else value
+    if isinstance(value, list | tuple):
+        return type(value)(_literal(item, texts) for item in value)
+    if isinstance(value, dict):
+        return {key: _literal(item, texts) for key, item in value.items()}
+    return value
 
 
 def _ready(built: Built, table: str | None) -> Any:

@@ -40,6 +40,23 @@ def _owner(node: Node, write: Write) -> str:
     return f"{node.where} ({write.what})" if write.what else node.where
 
 
+def _task_and_group_ids(task: str) -> set[str]:
+    """``gold.orders`` -> itself and its task group ``gold``."""
+    parts = task.split(".")
+    return {".".join(parts[: i + 1]) for i in range(len(parts))}
+
+
+def _collision(node: Node, other: Node, task_id: str) -> str:
+    """Blame the stage whose ``name`` can be changed, else the later one."""
+    named, first = (other, node) if other.spec.name and not node.spec.name else (node, other)
+    if named.spec.name:
+        return (
+            f"{named.where}.name: {named.spec.name!r} collides with task id {task_id!r} of {first.where} "
+            f"({first.kind.key}); rename the stage"
+        )
+    return f"{node.where}: task id {task_id!r} is also a task of {other.where}; a pipeline holds one stage of this kind"
+
+
 class PipelineGraph:
     """Stages in run order; each table has one writer, and each read names a table an earlier stage writes."""
 
@@ -54,9 +71,10 @@ class PipelineGraph:
         self._writers: dict[str, tuple[Node, Write]] = {}
         self._upstream: dict[Node, list[tuple[Node, str | None]]] = {}
         #: every problem found, each naming the config key and the fix
-        self.problems = self._name_problems()
+        self.problems = self._name_problems() or self._task_problems()
         for node in self.nodes:
             self.problems += self._add(node)
+            self.problems += list(node.kind.on_schedule(node.config, node.where, cfg.schedule))
 
     def _name_problems(self) -> list[str]:
         problems: list[str] = []
@@ -70,6 +88,17 @@ class PipelineGraph:
             if name in seen:
                 problems.append(f"{node.where}.name: {name!r} is already used by {seen[name]}")
             seen.setdefault(name, node.where)
+        return problems
+
+    def _task_problems(self) -> list[str]:
+        """Each Airflow task id and task group id belongs to one stage (a stage named ``gold`` is dbt's group)."""
+        problems: list[str] = []
+        owners: dict[str, Node] = {}
+        for node in self.nodes:
+            for task_id in sorted({part for task in node.spec.tasks for part in _task_and_group_ids(task)}):
+                other = owners.setdefault(task_id, node)
+                if other is not node:
+                    problems.append(_collision(node, other, task_id))
         return problems
 
     def _add(self, node: Node) -> list[str]:

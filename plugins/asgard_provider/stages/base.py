@@ -119,3 +119,5 @@ class StageKind:
     waits_for: Literal["reads", "previous"] = "previous"
     #: trigger-form parameters (name -> ``airflow.sdk.Param``) the stage's tasks read
     params: Callable[[Any], dict[str, Any]] = lambda config: {}
+    #: problems of the configured stage under the pipeline's ``schedule`` (config, where, schedule)
+    on_schedule: Callable[[Any, str, str | None], tuple[str, ...]] = lambda config, where, schedule: ()

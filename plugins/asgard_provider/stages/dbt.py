@@ -8,8 +8,10 @@ from typing import Any
 
 from pydantic import Field
 
+from asgard_provider.paths import PathEscapeError, contained
 from asgard_provider.stages.base import AS_OF, Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
 from asgard_provider.stages.checks import TableChecks, build_checks, check_task_id
+from asgard_provider.values import TEMPLATED
 
 #: Task group id of the dbt models (tasks ``gold.<model>_...``).
 GROUP_ID = "gold"
@@ -24,7 +26,12 @@ class DbtStage(StageModel):
     connection: str | None = Field(
         default=None, description="Airflow Trino connection for target 'trino' (mapped to the dbt profile by Cosmos)"
     )
-    vars: dict[str, Any] = {}
+    vars: dict[str, Any] = Field(
+        default={},
+        description="dbt vars; templated: values may use ds, data_interval_start, data_interval_end, logical_date, "
+        "params.<name> (e.g. `{{ data_interval_start | ds }}`)",
+        json_schema_extra=TEMPLATED,
+    )
     produces: list[TableName] = Field(default=[], description="Iceberg tables the project writes")
     checks: dict[TableName, TableChecks] = Field(
         default={}, description="checks per produced table (default: at least one row)"
@@ -51,9 +58,22 @@ def dbt_sources(project: Path) -> list[str]:
     return tables
 
 
+def project_dir(stage: DbtStage, base: Path) -> Path:
+    """Return ``include/dbt/<project>``; raise :class:`PathEscapeError` if it leaves ``include/dbt/``."""
+    return contained(base / "dbt", stage.project, "include/dbt/")
+
+
+def _writes(stage: DbtStage, where: str) -> tuple[Write, ...]:
+    return tuple(Write(t, f"{where}.produces[{i}]") for i, t in enumerate(stage.produces))
+
+
 def spec(stage: DbtStage, where: str, base: Path, inputs: Mapping[str, Node]) -> StageSpec:
     """One task per model, the checks of the produced tables; reads the project's declared sources."""
-    project = base / "dbt" / stage.project
+    try:
+        project = project_dir(stage, base)
+    except PathEscapeError as exc:
+        problem = f"{where}.project: {exc}"
+        return StageSpec(label=stage.project, tasks=(), writes=_writes(stage, where), problems=(problem,))
     models = sorted(p.stem for p in (project / "models").rglob("*.sql"))
     exists = (project / "dbt_project.yml").is_file()
     missing = f"{where}.project: {project}/dbt_project.yml does not exist (projects live in include/dbt/)"
@@ -61,7 +81,7 @@ def spec(stage: DbtStage, where: str, base: Path, inputs: Mapping[str, Node]) ->
         label=stage.project,
         tasks=(*(f"{GROUP_ID}.{m}" for m in models), *([check_task_id(GROUP_ID)] if stage.produces else [])),
         reads=tuple(Read(t) for t in dbt_sources(project)),
-        writes=tuple(Write(t, f"{where}.produces[{i}]") for i, t in enumerate(stage.produces)),
+        writes=_writes(stage, where),
         problems=() if exists else (missing,),
     )
 
@@ -73,7 +93,7 @@ def build(node: Node, base: Path) -> Built:
     stage: DbtStage = node.config
     group = build_dbt_task_group(
         group_id=GROUP_ID,
-        project_dir=base / "dbt" / stage.project,
+        project_dir=project_dir(stage, base),
         dbt_vars={"as_of": AS_OF, **stage.vars},
         select=stage.select or None,
         target=stage.target,

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from asgard_provider.stages.base import Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
+from asgard_provider.values import EXPANDS_ENV
 
 
 class SqlSource(StageModel):
@@ -20,9 +21,13 @@ class SqlSource(StageModel):
 
 
 class FileSource(StageModel):
-    """A file export (e.g. the support API's JSON lines); ``${VAR}`` is expanded at run time."""
+    """A file export (e.g. the support API's JSON lines)."""
 
-    path: str
+    path: str = Field(
+        description="the file; `${ASGARD_HOME}`, `${ASGARD_INCLUDE_DIR}` and `${AIRFLOW_HOME}` are expanded at run "
+        "time, no other variable",
+        json_schema_extra=EXPANDS_ENV,
+    )
     format: Literal["jsonl", "csv", "parquet"] = "jsonl"
 
 
@@ -182,4 +187,14 @@ def params(stage: IngestStage) -> dict[str, Any]:
     }
 
 
-KIND = StageKind(key="ingest", model=IngestStage, spec=spec, build=build, params=params)
+def on_schedule(stage: IngestStage, where: str, schedule: str | None) -> tuple[str, ...]:
+    """``@continuous`` runs have no data interval to read, so an incremental read fails every run."""
+    if schedule == "@continuous" and stage.incremental is not None:
+        return (
+            f"{where}.incremental: '@continuous' runs have no data interval to read; "
+            "use a cron schedule (e.g. '@hourly') or drop 'incremental'",
+        )
+    return ()
+
+
+KIND = StageKind(key="ingest", model=IngestStage, spec=spec, build=build, params=params, on_schedule=on_schedule)

@@ -37,7 +37,7 @@ def run(operator: type[Any], stage: Any, publish_tables: list[str] | None = None
     task_id = kwargs.pop("task_id")
     timeout = kwargs.pop("execution_timeout", None)
     if timeout is not None:
-        kwargs["timeout"] = timeout.total_seconds()
+        kwargs.setdefault("timeout", timeout.total_seconds())
     return AsgardPodOperator(
         task_id=task_id,
         task_operator=f"{operator.__module__}.{operator.__name__}",

@@ -9,11 +9,14 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from asgard_provider.paths import PathEscapeError, contained
 from asgard_provider.stages import pods
 from asgard_provider.stages.base import Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
 from asgard_provider.stages.features import FeaturesStage, feature_view
 
 TASK = "train_model"
+#: Time the task has beyond the script's ``timeout_minutes``: reading features, registering, promoting.
+TASK_MARGIN_MINUTES = 10
 
 
 class TrainStage(StageModel):
@@ -28,7 +31,9 @@ class TrainStage(StageModel):
     min_metrics: dict[str, float] = {}
     runner: Literal["local", "kubernetes"] = "local"
     kubernetes: pods.PodOnKubernetes | None = None
-    timeout_minutes: int = Field(default=60, gt=0)
+    timeout_minutes: int = Field(
+        default=60, gt=0, le=10080, description="the script is killed after this many minutes (at most a week)"
+    )
 
     @model_validator(mode="after")
     def _runner(self) -> TrainStage:
@@ -42,10 +47,10 @@ def model(stage: TrainStage) -> str:
 
 
 def _script_problems(stage: TrainStage, where: str, base: Path) -> tuple[str, ...]:
-    folder = (base / "training").resolve()
-    script = (folder / stage.script).resolve()
-    if not script.is_relative_to(folder):
-        return (f"{where}.script: {stage.script!r} leaves include/training/; scripts must live there",)
+    try:
+        script = contained(base / "training", stage.script, "include/training/")
+    except PathEscapeError as exc:
+        return (f"{where}.script: {exc}",)
     if not script.is_file():
         return (f"{where}.script: {script} does not exist (paths are relative to include/training/)",)
     return ()
@@ -84,7 +89,8 @@ def build(node: Node, base: Path) -> Built:
         timestamp_field=features.timestamp_field,
         hyperparameters="{{ params.hyperparameters | tojson }}",
         min_metrics=stage.min_metrics,
-        execution_timeout=timedelta(minutes=stage.timeout_minutes),
+        timeout=stage.timeout_minutes * 60,  # the operator's own limit: its error names the script and the limit
+        execution_timeout=timedelta(minutes=stage.timeout_minutes + TASK_MARGIN_MINUTES),
     )
     return Built(entry=task, exit=task)
 

@@ -7,9 +7,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from asgard_provider.catalog import table_refs
+from asgard_provider.catalog import IDENTIFIER, table_refs
+from asgard_provider.paths import PathEscapeError, contained
 from asgard_provider.stages.base import Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
 from asgard_provider.stages.checks import TableChecks, build_checks, check_task_id
 from asgard_provider.stages.pods import needs_kubernetes
@@ -49,6 +50,14 @@ class TransformStage(StageModel):
     runner: Literal["local", "kubernetes"] = "local"
     kubernetes: SparkOnKubernetes | None = None
 
+    @field_validator("merge_keys")
+    @classmethod
+    def _plain_columns(cls, keys: list[str]) -> list[str]:
+        bad = [key for key in keys if not IDENTIFIER.fullmatch(key)]
+        if bad:
+            raise ValueError(f"{bad} are not plain column names (letters, digits, underscores; a letter first)")
+        return keys
+
     @model_validator(mode="after")
     def _merge_needs_keys(self) -> TransformStage:
         if self.mode == "merge" and not self.merge_keys:
@@ -71,20 +80,28 @@ def _reads(stage: TransformStage, where: str, sql_path: Path) -> tuple[Read, ...
 
 def spec(stage: TransformStage, where: str, base: Path, inputs: Mapping[str, Node]) -> StageSpec:
     """Describe the stage: the tables its SQL reads, the output table and its quarantine."""
-    sql_path = base / "sql" / stage.sql
-    exists = sql_path.is_file()
-    missing = f"{where}.sql: file {sql_path} does not exist (paths are relative to include/sql/)"
+    try:
+        sql_path = contained(base / "sql", stage.sql, "include/sql/")
+    except PathEscapeError as exc:
+        return _spec(stage, where, (), (f"{where}.sql: {exc}",))
+    if not sql_path.is_file():
+        missing = f"{where}.sql: file {sql_path} does not exist (paths are relative to include/sql/)"
+        return _spec(stage, where, (), (missing,))
+    return _spec(stage, where, _reads(stage, where, sql_path), ())
+
+
+def _spec(stage: TransformStage, where: str, reads: tuple[Read, ...], problems: tuple[str, ...]) -> StageSpec:
     quarantine_key = f"{where}.quarantine_table" if stage.quarantine_table else f"{where}.output_table"
     return StageSpec(
         label=stage.name,
         name=stage.name,
         tasks=(stage.name, *([check_task_id(stage.name)] if stage.checks else [])),
-        reads=_reads(stage, where, sql_path) if exists else (),
+        reads=reads,
         writes=(
             Write(stage.output_table, f"{where}.output_table"),
             Write(quarantine_table(stage), quarantine_key, f"quarantine table of {stage.output_table}"),
         ),
-        problems=() if exists else (missing,),
+        problems=problems,
     )
 
 

@@ -92,15 +92,14 @@ def test_unsafe_target_identifier_rejected(asgard_home: Path, customers_db: Path
         op.execute(CONTEXT)
 
 
-def test_jsonl_file_to_iceberg(asgard_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "tickets.jsonl"
+def test_jsonl_file_to_iceberg(asgard_home: Path) -> None:
+    path = asgard_home / "tickets.jsonl"
     with path.open("w") as fh:
         for i in range(3000):
             fh.write(json.dumps({"ticket_id": i, "customer_id": 1000 + i % 50, "resolution_time_hours": i % 48}) + "\n")
-    monkeypatch.setenv("TICKETS_DIR", str(tmp_path))
     op = FileToIcebergOperator(
         task_id="t",
-        path="${TICKETS_DIR}/tickets.jsonl",
+        path="${ASGARD_HOME}/tickets.jsonl",  # only ASGARD_HOME, ASGARD_INCLUDE_DIR and AIRFLOW_HOME expand
         target_table="bronze.support_tickets",
         block_bytes=16 << 10,
         partition_by=["bucket(4, customer_id)"],

@@ -126,3 +126,11 @@ def test_incremental_needs_a_database_source(tmp_path: Path) -> None:
                 ],
             },
         )
+
+
+def test_the_training_script_gets_its_own_timeout_so_the_error_names_script_and_limit() -> None:
+    from asgard_provider.stages.train import TASK_MARGIN_MINUTES
+
+    task = _churn().get_task("train_model")
+    assert task.timeout == 60 * 60  # MLflowTrainOperator: "training script ... did not finish within 3600s"
+    assert task.execution_timeout.total_seconds() == (60 + TASK_MARGIN_MINUTES) * 60  # Airflow's: "Timeout, PID"

@@ -81,3 +81,12 @@ def test_list_stages_are_named_by_their_position_and_share_the_one_writer_rule(t
         "stages[0].transform.quarantine_table: bronze.customers (quarantine table of silver.customers_cleaned) "
         "is also written by ingest[0]"
     ]
+
+
+def test_two_stages_generating_one_task_id_are_refused(tmp_path: Path) -> None:
+    ingest = {"name": "a", "source": {"connection": "c", "table": "t"}, "target": "bronze.t"}
+    dbt = {"project": "customer_churn"}
+    problems = _problems(tmp_path, {"pipeline": "p", "ingest": [ingest], "stages": [{"dbt": dbt}, {"dbt": dbt}]})
+    assert "stages[1].dbt: task id 'gold' is also a task of stages[0].dbt; a pipeline holds one stage of this kind" in (
+        problems
+    )
