@@ -111,6 +111,8 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
     :param min_metrics: gates such as ``{"roc_auc": 0.75}``: the metric must be logged and at least that value.
     :param compare_metric: holdout metric the new model must match or beat the champion on (see
         :data:`asgard_provider.evaluation.METRICS`).
+    :param feature_sources: Iceberg source table per feature view (the factory passes the pipeline's), recorded
+        as input snapshots without opening the Feast registry in the task; views not listed are looked up there.
     :param compare_with_champion: ``False`` promotes on ``min_metrics`` alone (e.g. after a feature-set change
         the old champion cannot score the new holdout).
     :param timeout: seconds (or timedelta) the script may run; ``None`` relies on ``execution_timeout``.
@@ -149,6 +151,7 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
         python: str | None = None,
         timeout: float | timedelta | None = None,
         mlflow_conn_id: str = MLflowHook.default_conn_name,
+        feature_sources: dict[str, str] | None = None,
         feast_conn_id: str = FeastHook.default_conn_name,
         iceberg_conn_id: str = IcebergHook.default_conn_name,
         **kwargs: Any,
@@ -175,6 +178,7 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
         self.python = python
         self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         self.mlflow_conn_id = mlflow_conn_id
+        self.feature_sources = dict(feature_sources or {})
         self.feast_conn_id = feast_conn_id
         self.iceberg_conn_id = iceberg_conn_id
         self._proc: subprocess.Popen[str] | None = None
@@ -261,15 +265,21 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
             raise TrainingError(f"label table {self.label_table} of task {self.task_id} has no snapshot (no data)")
         inputs: dict[str, int | None] = {self.label_table: snapshot.snapshot_id}
         try:
-            store = FeastHook(self.feast_conn_id).get_store()
-            for view in sorted({ref.split(":", 1)[0] for ref in self.features}):
-                source = store.get_feature_view(view).tags.get("asgard.source_table")
-                if source and source not in inputs:
+            for source in self._feature_source_tables():
+                if source not in inputs:
                     current = iceberg.load_table(source).current_snapshot()
                     inputs[source] = current.snapshot_id if current is not None else None
         except Exception as exc:  # lineage detail; the script's own Feast call reports real problems
             self.log.warning("could not resolve the feature views' source snapshots: %s", exc)
         return snapshot.snapshot_id, inputs
+
+    def _feature_source_tables(self) -> list[str]:
+        """Iceberg tables behind the feature views: from the pipeline (no Feast import), else the Feast registry."""
+        views = sorted({ref.split(":", 1)[0] for ref in self.features})
+        if all(view in self.feature_sources for view in views):
+            return [self.feature_sources[view] for view in views]
+        store = FeastHook(self.feast_conn_id).get_store()
+        return [t for view in views if (t := store.get_feature_view(view).tags.get("asgard.source_table"))]
 
     def _context(self, label_snapshot_id: int | None = None) -> TrainingContext:
         feast = FeastHook(self.feast_conn_id)

@@ -83,6 +83,7 @@ def build(node: Node, base: Path) -> Built:
         experiment_name=stage.experiment,
         registered_model_name=stage.registered_model,
         features=features.feature_refs(),
+        feature_sources={features.feature_view: features.source_table},
         label_table=stage.label_table,
         label_column=stage.label_column,
         entity_key=features.join_key,
