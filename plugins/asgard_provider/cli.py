@@ -188,9 +188,12 @@ def _tables(args: argparse.Namespace) -> int:
 def _dbt_compile(args: argparse.Namespace) -> int:
     from asgard_provider.dbt.cosmos import compile_projects
     from asgard_provider.pipeline.config import validate_all
+    from asgard_provider.pipeline.graph import stages_of
+    from asgard_provider.stages.dbt import DbtStage
 
     base = _include(args)
-    used = {o.dbt.target for o in validate_all(base).values() if not isinstance(o, AsgardError) and o.dbt}
+    configs = [o for o in validate_all(base).values() if not isinstance(o, AsgardError)]
+    used = {stage.target for cfg in configs for stage in stages_of(cfg, DbtStage)}
     targets = sorted(used | set(args.target or []) or {"duckdb"})
     try:
         manifests = compile_projects(base, targets)

@@ -388,16 +388,23 @@ def pipeline_options(pipeline: str, base_dir: Path | None = None, **overrides: A
     if not paths:
         known = ", ".join(p.stem for p in discover_pipelines(base_dir)) or "none"
         raise InferenceError(f"no pipeline {pipeline!r} in include/pipelines/ (pipelines: {known})")
+    from asgard_provider.pipeline.graph import stages_of
+    from asgard_provider.stages.features import FeaturesStage
+    from asgard_provider.stages.predict import PredictStage
+    from asgard_provider.stages.train import TrainStage
+
     cfg = load_pipeline_config(paths[0], base_dir=base_dir)
-    if cfg.train is None or cfg.features is None:
+    trains, features = stages_of(cfg, TrainStage), stages_of(cfg, FeaturesStage)
+    if not trains or not features:
         raise InferenceError(f"pipeline {pipeline!r} ({paths[0]}) has no features/train stage to score with")
     kwargs: dict[str, Any] = {
-        "model_name": cfg.train.registered_model,
-        "feature_refs": [f"{cfg.features.feature_view}:{f.name}" for f in cfg.features.features],
+        "model_name": trains[0].registered_model,
+        "feature_refs": features[0].feature_refs(),
     }
-    if cfg.predict is not None:
-        kwargs["model_alias"] = cfg.predict.model_alias
-        kwargs["thresholds"] = dict(cfg.predict.thresholds)
+    predicts = stages_of(cfg, PredictStage)
+    if predicts:
+        kwargs["model_alias"] = predicts[0].model_alias
+        kwargs["thresholds"] = dict(predicts[0].thresholds)
     given = {k: v for k, v in overrides.items() if v is not None}
     if "thresholds" in given:
         given["thresholds"] = {**kwargs.get("thresholds", {}), **given["thresholds"]}

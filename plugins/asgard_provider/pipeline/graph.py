@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from itertools import groupby
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from asgard_provider.stages import STAGE_KINDS
 from asgard_provider.stages.base import NAME_RULE, Node, StageKind, Write, is_name
@@ -30,6 +30,14 @@ def configured_stages(cfg: PipelineConfig) -> Iterator[tuple[StageKind, str, Any
     for i, entry in enumerate(cfg.stages):
         key = next(key for key in STAGE_KINDS if getattr(entry, key) is not None)
         yield STAGE_KINDS[key], f"stages[{i}].{key}", getattr(entry, key)
+
+
+_Stage = TypeVar("_Stage")
+
+
+def stages_of(cfg: PipelineConfig, model: type[_Stage]) -> list[_Stage]:
+    """Return the stages of ``cfg`` whose config model is ``model`` (shorthand keys and ``stages:``), in run order."""
+    return [stage for _, _, stage in configured_stages(cfg) if isinstance(stage, model)]
 
 
 def _written(write: Write) -> str:

@@ -90,3 +90,19 @@ def test_two_stages_generating_one_task_id_are_refused(tmp_path: Path) -> None:
     assert "stages[1].dbt: task id 'gold' is also a task of stages[0].dbt; a pipeline holds one stage of this kind" in (
         problems
     )
+
+
+def test_scoring_options_read_the_stages_list_like_the_shorthand(tmp_path: Path) -> None:
+    from asgard_provider.serving import pipeline_options
+
+    shorthand = yaml.safe_load((INCLUDE / "pipelines" / "customer_churn.yaml").read_text())
+    bundle = tmp_path / "include"
+    (bundle / "pipelines").mkdir(parents=True)
+    for sub in ("sql", "dbt", "training"):
+        (bundle / sub).symlink_to(INCLUDE / sub)
+    (bundle / "pipelines" / "listed.yaml").write_text(
+        yaml.safe_dump(_as_list({**shorthand, "pipeline": "listed"}), sort_keys=False)
+    )
+    expected = pipeline_options("customer_churn", INCLUDE)
+    assert pipeline_options("listed", bundle) == expected
+    assert expected["feature_refs"] and expected["thresholds"] == {"high": 0.7, "medium": 0.4}
