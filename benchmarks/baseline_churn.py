@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/baseline_churn.py --sources .asgard/sources [--as-of 2025-11-11] [--json out.json]
 
-Reads the demo sources (SQLite files + JSONL written by ``asgard_demo.data``), applies the Silver
+Reads the demo sources (SQLite files + JSONL written by ``asgard_demo.data``) with DuckDB alone (its SQLite
+scanner from the ``duckdb-extension-sqlite_scanner`` wheel, ``read_json``), applies the Silver
 cleaning rules of ``include/sql/customer_churn/*.sql`` and the Gold features and label of
 ``include/dbt/customer_churn/models/gold/customer_metrics.sql`` with DuckDB, trains the same random forest
 (``n_estimators=100, max_depth=10``, same hash-based holdout as ``TrainingContext.split``) and scores the
@@ -14,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import resource
-import sqlite3
 import tempfile
 import time
 from datetime import date
@@ -203,9 +204,25 @@ def holdout_mask(keys: pd.Series, fraction: float = HOLDOUT_FRACTION, salt: str 
     )
 
 
-def read_sqlite(path: Path, table: str) -> pd.DataFrame:
-    with sqlite3.connect(path) as conn:
-        return pd.read_sql_query(f"SELECT * FROM {table}", conn)
+def load_scanner(db: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Load a DuckDB scanner extension from its PyPI wheel (``duckdb-extension-<name>``): nothing downloads."""
+    package = importlib.import_module(f"duckdb_extension_{name}")
+    (path,) = Path(package.__file__).parent.glob(f"extensions/v{duckdb.__version__}/{name}.duckdb_extension")
+    db.load_extension(str(path))
+
+
+def read_sources(db: duckdb.DuckDBPyConnection, sources: Path) -> None:
+    """Scan the SQLite files in place into raw tables, every column as text (the Silver rules cast them)."""
+    load_scanner(db, "sqlite_scanner")
+    db.execute("SET sqlite_all_varchar = true")
+    for name, table in (("customers", "customers"), ("transactions", "transactions")):
+        db.execute(f"CREATE TABLE raw_{name} AS SELECT * FROM sqlite_scan(?, '{table}')", [str(sources / f"{name}.db")])
+    db.execute(
+        "CREATE TABLE raw_tickets AS SELECT * FROM read_json(?, format='newline_delimited', columns={"
+        "'ticket_id': 'VARCHAR', 'customer_id': 'VARCHAR', 'created_at': 'VARCHAR', "
+        "'resolution_time_hours': 'VARCHAR', 'satisfaction_score': 'VARCHAR'})",
+        [str(sources / "support_tickets.jsonl")],
+    )
 
 
 def main() -> None:
@@ -225,20 +242,10 @@ def main() -> None:
         stages[name] = now - last
         last = now
 
-    raw_customers = read_sqlite(args.sources / "customers.db", "customers")
-    raw_transactions = read_sqlite(args.sources / "transactions.db", "transactions")
     db = duckdb.connect()
-    raw_tickets = db.sql(
-        "SELECT * FROM read_json(?, format='newline_delimited', columns={"
-        "'ticket_id': 'VARCHAR', 'customer_id': 'VARCHAR', 'created_at': 'VARCHAR', "
-        "'resolution_time_hours': 'VARCHAR', 'satisfaction_score': 'VARCHAR'})",
-        params=[str(args.sources / "support_tickets.jsonl")],
-    ).df()
+    read_sources(db, args.sources)
     lap("read sources")
 
-    db.register("raw_customers", raw_customers)
-    db.register("raw_transactions", raw_transactions)
-    db.register("raw_tickets", raw_tickets)
     for name, sql in (
         ("silver_customers", SILVER_CUSTOMERS),
         ("silver_transactions", SILVER_TRANSACTIONS),

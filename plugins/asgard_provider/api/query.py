@@ -63,7 +63,10 @@ def referenced_tables(sql: str, known: set[str]) -> list[str]:
     finally:
         con.close()
     if tree.get("error"):
-        raise QueryError(f"cannot parse the query: {tree.get('error_message')}")
+        message = str(tree.get("error_message"))
+        if "Only SELECT" in message:  # a statement DuckDB rewrites into a SELECT, e.g. PRAGMA
+            raise QueryError(f"only SELECT is allowed, got {sql.split(maxsplit=1)[0].upper()}")
+        raise QueryError(f"cannot parse the query: {message}")
     ctes = set(_values(tree, "cte_map"))
     tables = set()
     for catalog, namespace, name in _base_tables(tree):
