@@ -7,11 +7,12 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
-from asgard_provider.assets import publish, snapshot_summary
+from asgard_provider.assets import snapshot_summary
 from asgard_provider.catalog import split_table_name
 from asgard_provider.exceptions import AsgardError
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.lineage import LineageMixin
+from asgard_provider.publishing import Dataset, publish_outcome
 
 
 class DataQualityError(AsgardError):
@@ -67,13 +68,11 @@ class IcebergTableCheckOperator(LineageMixin, BaseOperator):
             table_name = ".".join(split_table_name(name))
             table = hook.load_table(table_name)
             summary = snapshot_summary(table)
-            self.lineage_input(table_name, table=table)
             scan = table.scan(row_filter=self.row_filter) if self.row_filter else table.scan()
             problems = self._check(table_name, scan.to_arrow())
             failures += problems
             summary["checks_failed"] = len(problems)
             results[table_name] = summary
-            publish(context, table_name, **summary)
             self.log.info(
                 "%s: snapshot %s, %s rows, %d failed checks",
                 table_name,
@@ -81,6 +80,8 @@ class IcebergTableCheckOperator(LineageMixin, BaseOperator):
                 summary["total_records"],
                 len(problems),
             )
+        read = [Dataset(name) for name in results]
+        publish_outcome(self, context, read=read, events=results, iceberg=hook)
         if failures:
             raise DataQualityError("data-quality checks failed:\n" + "\n".join(f"  - {f}" for f in failures))
         return results

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, cast
 from airflow.providers.cncf.kubernetes.operators.spark_kubernetes import SparkKubernetesOperator
 from airflow.providers.common.compat.sdk import AirflowException
 
-from asgard_provider.assets import publish
 from asgard_provider.catalog import split_table_name
+from asgard_provider.engines.spark_sql import MODES
 from asgard_provider.exceptions import TransformError
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.kubernetes import (
@@ -23,13 +23,12 @@ from asgard_provider.kubernetes import (
     spark_application,
 )
 from asgard_provider.lineage import LineageMixin
-from asgard_provider.links import SPARK_UI_XCOM, SparkUILink, push
+from asgard_provider.links import SparkUILink
 from asgard_provider.operators.spark_iceberg import (
-    MODES,
     _is_sql_path,
     _with_sql_loader,
     check_sql_path,
-    report_transform_lineage,
+    publish_transform,
     sql_dir,
 )
 
@@ -311,16 +310,10 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
             "rows_written": None,
             "rows_quarantined": None,
             "quarantine_table": None,
+            **(outcome.get("result") or {}),
         }
-        result.update(outcome.get("result") or {})
-        snapshot = IcebergHook(self.iceberg_conn_id).load_table(output).current_snapshot()
-        result["snapshot_id"] = snapshot.snapshot_id if snapshot is not None else None
-        result["application"] = outcome.get("application")
-        result["state"] = state
-        publish(context, output, snapshot_id=result["snapshot_id"], rows_written=result["rows_written"], mode=self.mode)
-        if result.get("quarantine_table"):
-            publish(context, result["quarantine_table"], rows_written=result["rows_quarantined"], quarantine_of=output)
         ui = outcome.get("spark_ui")
-        push(context, SPARK_UI_XCOM, ui if not ui or "://" in ui else f"http://{ui}")
-        report_transform_lineage(self, IcebergHook(self.iceberg_conn_id), result)
-        return result
+        ui_url = ui if not ui or "://" in ui else f"http://{ui}"
+        iceberg = IcebergHook(self.iceberg_conn_id)
+        published = publish_transform(self, context, iceberg, result, self.mode, ui_url)
+        return {**published, "application": outcome.get("application"), "state": state}
