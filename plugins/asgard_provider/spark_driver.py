@@ -64,6 +64,7 @@ def job_transform(job: dict[str, Any]) -> TransformSpec:
         partition_by=list(job.get("partition_by") or []),
         merge_keys=list(job.get("merge_keys") or []),
         quarantine_table=job.get("quarantine_table"),
+        branch=job.get("branch"),
     )
 
 

@@ -17,6 +17,8 @@ from asgard_provider.exceptions import CatalogError
 # Asgard's writes replace what a run owns; on a first run that slice is empty, which pyiceberg warns about.
 warnings.filterwarnings("ignore", message="Delete operation did not match any records", category=UserWarning)
 
+#: The branch readers see.
+MAIN_BRANCH = "main"
 #: Write modes of :func:`write_batches`.
 WRITE_MODES = ("overwrite", "append")
 
@@ -68,6 +70,8 @@ def write_batches(
     partition_by: Sequence[str] = (),
     schema: pa.Schema | None = None,
     snapshot_properties: dict[str, str] | None = None,
+    branch: str | None = None,
+    branch_retention_days: int | None = None,
 ) -> WriteResult:
     """Write Arrow batches to ``namespace.table`` of ``catalog`` in ONE Iceberg commit.
 
@@ -75,6 +79,8 @@ def write_batches(
     expression such as ``"as_of_date == '2025-11-11'"``); ``mode="append"`` adds rows. New source columns and
     widened types evolve the table schema; incompatible changes raise :class:`CatalogError`. Batches are written
     to data files as they arrive, so memory stays bounded by one batch; nothing is visible unless the write commits.
+    With ``branch`` the commit goes to that branch, first reset to main (see :mod:`asgard_provider.engines.wap`):
+    readers of main see nothing of it until the branch is published.
     """
     from pyiceberg.exceptions import CommitFailedException, ValidationError
 
@@ -93,45 +99,57 @@ def write_batches(
     else:  # no rows for an existing table: keep its schema (an overwrite then only deletes)
         arrow_schema = load_table(catalog, name).schema().as_arrow()
     table = _create_or_load(catalog, namespace, table_name, arrow_schema, partition_by)
+    if branch:
+        from asgard_provider.engines import wap
+
+        wap.start_branch(table, branch, branch_retention_days or wap.BRANCH_RETENTION_DAYS)
+    target = _Target(mode, overwrite_filter, snapshot_properties or {}, branch or MAIN_BRANCH)
     try:
-        rows = _commit(table, first_table, it, arrow_schema, name, mode, overwrite_filter, snapshot_properties or {})
+        rows = _commit(table, first_table, it, arrow_schema, target)
     except ValidationError as exc:
         raise CatalogError(f"incompatible schema change for {name}: {exc}") from exc
     except CommitFailedException as exc:
         raise CatalogError(f"concurrent commit to {name} conflicted; retry the task: {exc}") from exc
-    snapshot = table.refresh().current_snapshot()
-    return WriteResult(f"{namespace}.{table_name}", rows, snapshot.snapshot_id if snapshot else None)
+    table = table.refresh()
+    if branch:
+        wap.keep_branch(table, branch, branch_retention_days or wap.BRANCH_RETENTION_DAYS)  # a commit drops it
+    ref = table.refresh().refs().get(target.branch)
+    return WriteResult(f"{namespace}.{table_name}", rows, ref.snapshot_id if ref is not None else None)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where and how one write commits."""
+
+    mode: str
+    overwrite_filter: str | None
+    props: dict[str, str]
+    branch: str
 
 
 def _commit(
-    table: Any,
-    first: pa.Table | None,
-    rest: Iterator[pa.RecordBatch | pa.Table],
-    arrow_schema: pa.Schema,
-    name: str,
-    mode: str,
-    overwrite_filter: str | None,
-    props: dict[str, str],
+    table: Any, first: pa.Table | None, rest: Iterator[pa.RecordBatch | pa.Table], arrow_schema: pa.Schema, to: _Target
 ) -> int:
     """Stage every batch in one transaction and commit it; return the rows written."""
     rows = 0
     txn = table.transaction()
     _evolve(txn, arrow_schema)
-    if mode == "overwrite":
-        if overwrite_filter:
-            txn.delete(overwrite_filter, snapshot_properties=props)
+    on = {"snapshot_properties": to.props, "branch": to.branch}
+    if to.mode == "overwrite":
+        if to.overwrite_filter:
+            txn.delete(to.overwrite_filter, **on)
         elif first is None or first.num_rows == 0:
-            txn.delete("True", snapshot_properties=props)
+            txn.delete("True", **on)
     for position, batch in enumerate(_chain(first, rest)):
         data = normalise(batch)
         if position > 0 and data.schema != arrow_schema:
             _evolve(txn, data.schema)
         if data.num_rows == 0:
             continue
-        if mode == "overwrite" and not overwrite_filter and rows == 0:
-            txn.overwrite(data, snapshot_properties=props)
+        if to.mode == "overwrite" and not to.overwrite_filter and rows == 0:
+            txn.overwrite(data, **on)
         else:
-            txn.append(data, snapshot_properties=props)
+            txn.append(data, **on)
         rows += data.num_rows
     txn.commit_transaction()
     return rows

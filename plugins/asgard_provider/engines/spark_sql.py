@@ -48,6 +48,8 @@ class TransformSpec:
     partition_by: list[str] = field(default_factory=list)
     merge_keys: list[str] = field(default_factory=list)
     quarantine_table: str | None = None
+    #: Write on this branch of output and quarantine tables (write-audit-publish), reset to main first.
+    branch: str | None = None
 
     def problems(self) -> list[str]:
         """List what is wrong with mode and merge keys (empty when the spec can run)."""
@@ -137,12 +139,12 @@ def _write_splits(
     if spec.mode == "merge":
         _check_unique_keys(out_df, output, spec)
     ensure_namespace(spark, output)
-    write_table(spark, out_df, output, spec.mode, partitions, rows_written, spec.merge_keys)
+    write_table(spark, out_df, output, spec.mode, partitions, rows_written, spec.merge_keys, branch=spec.branch)
     if quarantine is not None:
         rejected = data.where(F.col(REJECTED_REASON).isNotNull())
         quarantine_mode = "overwrite" if spec.mode == "overwrite" else "append"
         ensure_namespace(spark, quarantine)
-        write_table(spark, rejected, quarantine, quarantine_mode, [], rows_quarantined, [])
+        write_table(spark, rejected, quarantine, quarantine_mode, [], rows_quarantined, [], branch=spec.branch)
     return rows_written, rows_quarantined
 
 
@@ -185,15 +187,21 @@ def write_table(
     rows: int,
     merge_keys: list[str],
     log: logging.Logger = _LOG,
+    branch: str | None = None,
 ) -> None:
-    """Write ``df`` (``rows`` rows) to ``table``: replace, append or merge; create the table if missing."""
+    """Write ``df`` (``rows`` rows) to ``table``: replace, append or merge; create the table if missing.
+
+    With ``branch`` the rows are committed to that branch (see :func:`_write_branch`), main is untouched.
+    """
     namespace, name = table.split(".")
     target = f"{CATALOG_NAME}.`{namespace}`.`{name}`"
     partitioned = f" PARTITIONED BY ({', '.join(partitions)})" if partitions else ""
     view = f"asgard_src_{uuid.uuid4().hex}"
     df.createOrReplaceTempView(view)
     try:
-        if mode == "overwrite":
+        if branch:
+            _write_branch(spark, df, table, mode, partitioned, view, merge_keys, branch)
+        elif mode == "overwrite":
             # Identifiers are validated (split_table_name, parse_partition_expression) and quoted.
             replace = f"CREATE OR REPLACE TABLE {target} USING iceberg{partitioned} AS SELECT * FROM {view}"  # noqa: S608
             _run(lambda: spark.sql(replace), f"writing {table}")
@@ -213,6 +221,47 @@ def write_table(
             _run(lambda: spark.sql(merge), f"merging into {table}")
     finally:
         spark.catalog.dropTempView(view)
+
+
+def _write_branch(
+    spark: SparkSession,
+    df: DataFrame,
+    table: str,
+    mode: str,
+    partitioned: str,
+    view: str,
+    merge_keys: list[str],
+    branch: str,
+) -> None:
+    """Commit ``df`` to ``branch`` of ``table``, the branch first reset to main's current snapshot.
+
+    A missing table is created empty on main (branches start from a snapshot). ``overwrite`` replaces the
+    branch's rows; the table's schema gains new columns (shared by every branch: main's readers see them as NULL)
+    and keeps its partition spec and columns the SELECT no longer returns.
+    """
+    from pyspark.sql import functions as F
+
+    namespace, name = table.split(".")
+    target = f"{CATALOG_NAME}.`{namespace}`.`{name}`"
+    on_branch = f"{target}.`branch_{branch}`"
+    if not spark.catalog.tableExists(f"{CATALOG_NAME}.{namespace}.{name}"):
+        create = f"CREATE TABLE {target} USING iceberg{partitioned} AS SELECT * FROM {view} LIMIT 0"  # noqa: S608
+        _run(lambda: spark.sql(create), f"creating {table}")
+    _run(lambda: spark.sql(f"ALTER TABLE {target} CREATE OR REPLACE BRANCH `{branch}`"), f"branching {table}")
+    evolve = f"ALTER TABLE {target} SET TBLPROPERTIES ('write.spark.accept-any-schema'='true')"
+    _run(lambda: spark.sql(evolve), f"allowing schema evolution of {table}")
+    writer = df.writeTo(on_branch).option("mergeSchema", "true")
+    if mode == "overwrite":
+        _run(lambda: writer.overwrite(F.lit(True)), f"writing {table} on branch {branch}")
+    elif mode == "append":
+        _run(writer.append, f"appending to {table} on branch {branch}")
+    else:
+        on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in merge_keys)
+        merge = (
+            f"MERGE INTO {on_branch} t USING {view} s ON {on} "
+            "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+        )
+        _run(lambda: spark.sql(merge), f"merging into {table} on branch {branch}")
 
 
 def read_tables(df: DataFrame) -> list[str]:

@@ -119,10 +119,13 @@ class IcebergHook(BaseHook):
         partition_by: Sequence[str] = (),
         schema: pa.Schema | None = None,
         snapshot_properties: dict[str, str] | None = None,
+        branch: str | None = None,
+        branch_retention_days: int | None = None,
     ) -> dict[str, Any]:
         """Write Arrow batches to ``namespace.table`` in ONE Iceberg commit; return rows and snapshot id.
 
-        See :func:`asgard_provider.engines.iceberg_tables.write_batches` for the modes and schema evolution.
+        See :func:`asgard_provider.engines.iceberg_tables.write_batches` for the modes, schema evolution and
+        ``branch`` (write-audit-publish: the commit goes to the run's branch, main is untouched).
         """
         return write_batches(
             self.catalog,
@@ -133,4 +136,6 @@ class IcebergHook(BaseHook):
             partition_by=partition_by,
             schema=schema,
             snapshot_properties=snapshot_properties,
+            branch=branch,
+            branch_retention_days=branch_retention_days,
         ).as_dict()

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 from airflow.sdk import BaseOperator, Context
 
 from asgard_provider.engines.spark_sql import REJECTED_REASON, TransformSpec, run_transform
+from asgard_provider.engines.wap import read_snapshot, run_branch
 from asgard_provider.exceptions import TransformError
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.spark import SparkHook, SparkProgress, local_spark_pool
@@ -48,6 +49,9 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
     :param quarantine_table: where rejected rows go; default ``<output_table>_quarantine``. Replaced in
         ``overwrite`` mode, appended to otherwise.
     :param sql_params: values for the SQL template (templated).
+    :param write_audit_publish: write output and quarantine on the run's branch (``run_<run id>``) and leave
+        main and the asset events to the checks task that audits and publishes them
+        (:class:`~asgard_provider.operators.checks.IcebergTableCheckOperator`).
     """
 
     template_fields: Sequence[str] = ("sql", "output_table", "quarantine_table", "sql_params")
@@ -68,6 +72,7 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
         sql_params: dict[str, Any] | None = None,
         iceberg_conn_id: str = IcebergHook.default_conn_name,
         spark_conn_id: str = SparkHook.default_conn_name,
+        write_audit_publish: bool = False,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("pool", local_spark_pool())
@@ -84,6 +89,7 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
         self.sql_params = dict(sql_params or {})
         self.iceberg_conn_id = iceberg_conn_id
         self.spark_conn_id = spark_conn_id
+        self.write_audit_publish = write_audit_publish
         # Remember where the SQL came from: rendering replaces self.sql with the file's text.
         self.sql_source = sql.strip() if _is_sql_path(sql) else "<inline SQL>"
         self._rendered = False
@@ -117,8 +123,8 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
 
     # ------------------------------------------------------------------------------------------- execution
 
-    def transform_spec(self) -> TransformSpec:
-        """Describe this transform for the engine (the SQL as rendered)."""
+    def transform_spec(self, branch: str | None = None) -> TransformSpec:
+        """Describe this transform for the engine (the SQL as rendered), written on ``branch`` if given."""
         return TransformSpec(
             sql=self.sql,
             output_table=self.output_table,
@@ -127,6 +133,7 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
             partition_by=self.partition_by,
             merge_keys=self.merge_keys,
             quarantine_table=self.quarantine_table,
+            branch=branch,
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -138,22 +145,35 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
         self.log.info("starting the Spark session (a new JVM in a fresh task process takes 10-30s)")
         spark = SparkHook(self.spark_conn_id).get_session(iceberg.settings)
         self.log.info("Spark session ready in %.1fs (%s)", time.monotonic() - started, spark.sparkContext.master)
+        branch = wap_branch(context) if self.write_audit_publish else None
         with SparkProgress(spark, self.sql_source, self.log):
-            result = run_transform(spark, self.transform_spec(), self.log)
-        return publish_transform(self, context, iceberg, result.as_dict(), self.mode, spark.sparkContext.uiWebUrl)
+            result = run_transform(spark, self.transform_spec(branch), self.log)
+        ui = spark.sparkContext.uiWebUrl
+        return publish_transform(self, context, iceberg, result.as_dict(), self.mode, ui, branch)
+
+
+def wap_branch(context: Any) -> str:
+    """Return the branch the context's run writes on (write-audit-publish)."""
+    return run_branch(str(context.get("run_id") or ""))
 
 
 def publish_transform(
-    op: LineageMixin, context: Any, iceberg: IcebergHook, result: Mapping[str, Any], mode: str, spark_ui: str | None
+    op: LineageMixin,
+    context: Any,
+    iceberg: IcebergHook,
+    result: Mapping[str, Any],
+    mode: str,
+    spark_ui: str | None,
+    branch: str | None = None,
 ) -> dict[str, Any]:
     """Publish a transform's output and quarantine tables (asset events, lineage, Spark UI link); return its XCom.
 
     ``result`` is a :class:`~asgard_provider.engines.spark_sql.TransformResult` as a mapping: from the embedded
-    runner, or the line a SparkApplication's driver printed.
+    runner, or the line a SparkApplication's driver printed. Written on ``branch``, the tables get no asset
+    event here: the checks task emits them once it has published the branch.
     """
     output, quarantine = result["output_table"], result.get("quarantine_table")
-    snapshot = iceberg.load_table(output).current_snapshot()
-    snapshot_id = snapshot.snapshot_id if snapshot is not None else None
+    snapshot_id = read_snapshot(iceberg.load_table(output), branch)
     rows, rejected = result.get("rows_written"), result.get("rows_quarantined")
     wrote = [Dataset(output, rows=rows)]
     events = {output: {"snapshot_id": snapshot_id, "rows_written": rows, "mode": mode}}
@@ -165,11 +185,11 @@ def publish_transform(
         context,
         read=[Dataset(name) for name in result.get("input_tables") or []],
         wrote=wrote,
-        events=events,
+        events=events if branch is None else {},
         iceberg=iceberg,
         xcom={SPARK_UI_XCOM: spark_ui},
     )
-    return {**result, "snapshot_id": snapshot_id}
+    return {**result, "snapshot_id": snapshot_id, **({"branch": branch} if branch else {})}
 
 
 def check_sql_path(task_id: str, sql: Any) -> None:

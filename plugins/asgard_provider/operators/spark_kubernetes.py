@@ -30,6 +30,7 @@ from asgard_provider.operators.spark_iceberg import (
     check_sql_path,
     publish_transform,
     sql_dir,
+    wap_branch,
 )
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
         iceberg_conn_id: str = IcebergHook.default_conn_name,
         kubernetes_conn_id: str = "kubernetes_default",
         deferrable: bool = True,
+        write_audit_publish: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -134,6 +136,8 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
         self.iceberg_conn_id = iceberg_conn_id
         self.sql_source = sql.strip() if _is_sql_path(sql) else "<inline SQL>"
         self._outcome: dict[str, Any] = {}
+        self.write_audit_publish = write_audit_publish
+        self._branch: str | None = None
 
     # ------------------------------------------------------------------------------------------- templating
 
@@ -176,6 +180,7 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
             "merge_keys": self.merge_keys,
             "quarantine_table": self.quarantine_table,
             "withheld_conf": withheld,
+            **({"branch": self._branch} if self._branch else {}),
         }
 
     def build_application(self) -> dict[str, Any]:
@@ -210,6 +215,7 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
 
     def execute(self, context: Context) -> Any:
         """Submit the SparkApplication; defer (or wait) until the driver ends, then check its final state."""
+        self._branch = wap_branch(context) if self.write_audit_publish else None
         self.template_spec = {"spark": self.build_application()}
         try:
             super().execute(context)
@@ -219,6 +225,7 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
 
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger saw the driver pod end: copy its log, read the final state, clean up."""
+        self._branch = wap_branch(context) if self.write_audit_publish else None
         self.template_spec = {"spark": self.build_application()}
         self.name = str(event.get("name", "")).removesuffix("-driver") or self.name
         try:
@@ -315,5 +322,5 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
         ui = outcome.get("spark_ui")
         ui_url = ui if not ui or "://" in ui else f"http://{ui}"
         iceberg = IcebergHook(self.iceberg_conn_id)
-        published = publish_transform(self, context, iceberg, result, self.mode, ui_url)
+        published = publish_transform(self, context, iceberg, result, self.mode, ui_url, self._branch)
         return {**published, "application": outcome.get("application"), "state": state}
