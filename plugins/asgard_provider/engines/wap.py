@@ -175,14 +175,28 @@ def history(table: Any) -> list[SnapshotEntry]:
     return entries
 
 
-def rollback(table: Any, name: str, snapshot_id: int) -> Published:
-    """Point main of ``name`` at ``snapshot_id``, one of its snapshots (newer ones stay for a roll forward)."""
+#: Table property recording the last rollback (JSON: from, to, at, by), committed with the move itself.
+ROLLBACK_PROPERTY = "asgard.last-rollback"
+
+
+def rollback(table: Any, name: str, snapshot_id: int, by: str = "") -> Published:
+    """Point main of ``name`` at ``snapshot_id``, one of its snapshots (newer ones stay for a roll forward).
+
+    The move and a :data:`ROLLBACK_PROPERTY` record of it (who, when, from which snapshot) are one commit.
+    """
+    import json
+
+    from pyiceberg.table.update.snapshot import ManageSnapshots
+
     if table.snapshot_by_id(snapshot_id) is None:
         known = ", ".join(str(s.snapshot_id) for s in table.snapshots()) or "none"
         raise CatalogError(f"table {name} has no snapshot {snapshot_id} (snapshots: {known})")
     current = table.current_snapshot()
     previous = current.snapshot_id if current is not None else None
     if previous != snapshot_id:
-        with table.manage_snapshots() as manage:
-            manage.set_current_snapshot(snapshot_id=snapshot_id)
+        record = {"from": previous, "to": snapshot_id, "at": datetime.now(UTC).isoformat(timespec="seconds"), "by": by}
+        txn = table.transaction()
+        txn.set_properties({ROLLBACK_PROPERTY: json.dumps(record)})
+        ManageSnapshots(txn).set_current_snapshot(snapshot_id=snapshot_id)
+        txn.commit_transaction()
     return Published(name, snapshot_id, previous)
