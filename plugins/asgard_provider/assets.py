@@ -34,9 +34,9 @@ def publish(context: Context, table: str, **extra: Any) -> None:
     events[asset].extra.update({k: v for k, v in extra.items() if v is not None})
 
 
-def snapshot_summary(table: Any) -> dict[str, Any]:
-    """Snapshot id, total rows and rows added by the current snapshot of a pyiceberg table."""
-    snapshot = table.current_snapshot()
+def snapshot_summary(table: Any, snapshot_id: int | None = None) -> dict[str, Any]:
+    """Snapshot id, total rows and rows added by a snapshot of a pyiceberg table (default: the current one)."""
+    snapshot = table.current_snapshot() if snapshot_id is None else table.snapshot_by_id(snapshot_id)
     if snapshot is None:
         return {"snapshot_id": None, "total_records": 0}
     props = snapshot.summary.additional_properties if snapshot.summary else {}

@@ -246,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     tables.add_argument("--conn-id", help="Airflow connection of the catalog (default: the embedded catalog)")
     tables.add_argument("--json", action="store_true", help="machine-readable output")
     tables.set_defaults(func=_tables)
+    from asgard_provider.table_commands import add_commands as add_table_commands
+
+    add_table_commands(tables)  # tables history / rollback (time travel, docs/reliability.md)
 
     from asgard_provider.serving import add_commands
 

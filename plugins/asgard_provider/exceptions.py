@@ -44,3 +44,7 @@ class TrainingError(AsgardError):
 
 class InferenceError(AsgardError):
     """Batch scoring failed."""
+
+
+class PublishError(AsgardError):
+    """A run's branch could not be published to main (main moved since the branch was made, or no branch)."""

@@ -2,10 +2,11 @@
 
 The SparkApplication (see :func:`asgard_provider.kubernetes.spark_application`) starts this file with
 ``--job <encoded spec>``: the SQL already rendered by Airflow, the output table, write mode, partitioning, merge
-keys and quarantine table. The transform itself is :meth:`SparkIcebergTransformOperator.run_transform`, the
-same code the embedded runner uses. Catalog settings withheld from the SparkApplication (passwords, tokens) are
-read from ``$ASGARD_SPARK_SECRET_CONF`` (a JSON object of Spark settings, from a Kubernetes Secret).
-The result is printed as one ``ASGARD_RESULT {...}`` line, which the Airflow task reads from the driver log.
+keys and quarantine table. The transform itself is :func:`asgard_provider.engines.spark_sql.run_transform`, the
+same engine the embedded runner calls; nothing here imports Airflow, so the Spark image needs none. Catalog
+settings withheld from the SparkApplication (passwords, tokens) are read from ``$ASGARD_SPARK_SECRET_CONF`` (a
+JSON object of Spark settings, from a Kubernetes Secret). The result is printed as one ``ASGARD_RESULT {...}``
+line, which the Airflow task reads from the driver log.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from asgard_provider.engines.spark_sql import TransformSpec, run_transform
 from asgard_provider.exceptions import TransformError
 from asgard_provider.kubernetes import RESULT_MARKER, decode_spec
 
@@ -52,22 +54,24 @@ def apply_secret_conf(spark: SparkSession, withheld: Sequence[str]) -> None:
         spark.conf.set(key, str(values[key]))
 
 
-def run(job: dict[str, Any], spark: SparkSession) -> dict[str, Any]:
-    """Run the transform described by ``job`` in ``spark``; return output table and row counts."""
-    from asgard_provider.operators.spark_iceberg import SparkIcebergTransformOperator
-
-    apply_secret_conf(spark, job.get("withheld_conf") or [])
-    op = SparkIcebergTransformOperator(
-        task_id=job["task_id"],
+def job_transform(job: dict[str, Any]) -> TransformSpec:
+    """Return the transform a job spec (:meth:`SparkIcebergKubernetesOperator.job_spec`) describes."""
+    return TransformSpec(
         sql=job["sql"],
         output_table=job["output_table"],
+        sql_source=job.get("sql_source") or "<inline SQL>",
         mode=job["mode"],
-        partition_by=job.get("partition_by") or [],
-        merge_keys=job.get("merge_keys") or [],
+        partition_by=list(job.get("partition_by") or []),
+        merge_keys=list(job.get("merge_keys") or []),
         quarantine_table=job.get("quarantine_table"),
+        branch=job.get("branch"),
     )
-    op.sql_source = job.get("sql_source") or op.sql_source
-    return op.run_transform(spark)
+
+
+def run(job: dict[str, Any], spark: SparkSession) -> dict[str, Any]:
+    """Run the transform described by ``job`` in ``spark``; return output table and row counts."""
+    apply_secret_conf(spark, job.get("withheld_conf") or [])
+    return run_transform(spark, job_transform(job)).as_dict()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,11 +7,14 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
-from asgard_provider.assets import publish, snapshot_summary
+from asgard_provider.assets import snapshot_summary
 from asgard_provider.catalog import split_table_name
+from asgard_provider.engines import wap
+from asgard_provider.engines.wap import run_branch
 from asgard_provider.exceptions import AsgardError
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.lineage import LineageMixin
+from asgard_provider.publishing import Dataset, publish_outcome
 
 
 class DataQualityError(AsgardError):
@@ -23,6 +26,11 @@ class IcebergTableCheckOperator(LineageMixin, BaseOperator):
 
     Checks run in DuckDB over the table's Arrow scan; every failure is reported, then the task fails.
 
+    With ``write_audit_publish`` the checks read the run's branch (``run_<run id>``) of each table its writer
+    committed to; only when every check of every table passes is main of each table, and of ``publish_with``,
+    fast-forwarded to its branch snapshot (:func:`asgard_provider.engines.wap.publish`), and only then are the
+    asset events emitted. A failure leaves main unchanged and keeps the branches ``branch_retention_days`` days.
+
     :param tables: ``namespace.table`` names to check.
     :param min_rows: fewest rows each table must hold.
     :param max_rows: most rows allowed (``None``: no bound).
@@ -30,6 +38,9 @@ class IcebergTableCheckOperator(LineageMixin, BaseOperator):
     :param unique: column groups that must identify a row, e.g. ``[["customer_id", "snapshot_date"]]``.
     :param accepted_values: allowed non-NULL values per column.
     :param row_filter: Iceberg filter limiting the checked rows (templated), e.g. ``snapshot_date == '{{ ds }}'``.
+    :param write_audit_publish: audit the run's branch, then publish it (see above).
+    :param publish_with: tables written on the same branch and published with the checked ones (quarantine).
+    :param branch_retention_days: how long a branch that failed its audit is kept.
     """
 
     template_fields: Sequence[str] = ("tables", "row_filter")
@@ -46,6 +57,9 @@ class IcebergTableCheckOperator(LineageMixin, BaseOperator):
         accepted_values: dict[str, Sequence[Any]] | None = None,
         row_filter: str | None = None,
         iceberg_conn_id: str = IcebergHook.default_conn_name,
+        write_audit_publish: bool = False,
+        publish_with: Sequence[str] = (),
+        branch_retention_days: int = wap.BRANCH_RETENTION_DAYS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -57,32 +71,62 @@ class IcebergTableCheckOperator(LineageMixin, BaseOperator):
         self.accepted_values = dict(accepted_values or {})
         self.row_filter = row_filter
         self.iceberg_conn_id = iceberg_conn_id
+        self.write_audit_publish = write_audit_publish
+        self.publish_with = list(publish_with)
+        self.branch_retention_days = branch_retention_days
 
     def execute(self, context: Context) -> dict[str, Any]:
-        """Run the checks on every table; return each table's snapshot summary."""
+        """Run the checks on every table; return each table's snapshot summary (published, with a branch)."""
         hook = IcebergHook(self.iceberg_conn_id)
+        branch = run_branch(str(context.get("run_id") or "")) if self.write_audit_publish else None
         results: dict[str, Any] = {}
         failures: list[str] = []
         for name in self.tables:
             table_name = ".".join(split_table_name(name))
             table = hook.load_table(table_name)
-            summary = snapshot_summary(table)
-            self.lineage_input(table_name, table=table)
-            scan = table.scan(row_filter=self.row_filter) if self.row_filter else table.scan()
+            snapshot_id = wap.read_snapshot(table, branch)
+            summary = snapshot_summary(table, snapshot_id)
+            scan = table.scan(snapshot_id=snapshot_id, **({"row_filter": self.row_filter} if self.row_filter else {}))
             problems = self._check(table_name, scan.to_arrow())
             failures += problems
             summary["checks_failed"] = len(problems)
             results[table_name] = summary
-            publish(context, table_name, **summary)
             self.log.info(
-                "%s: snapshot %s, %s rows, %d failed checks",
+                "%s: snapshot %s%s, %s rows, %d failed checks",
                 table_name,
                 summary["snapshot_id"],
+                f" (branch {branch})" if branch and wap.branch_snapshot(table, branch) else "",
                 summary["total_records"],
                 len(problems),
             )
         if failures:
-            raise DataQualityError("data-quality checks failed:\n" + "\n".join(f"  - {f}" for f in failures))
+            raise self._failed(hook, branch, failures)
+        if branch is not None:
+            results = self._publish(hook, branch, results)
+        publish_outcome(self, context, read=[Dataset(name) for name in self.tables], events=results, iceberg=hook)
+        return results
+
+    def _failed(self, hook: IcebergHook, branch: str | None, failures: list[str]) -> DataQualityError:
+        """Keep the unpublished branches for inspection; return the error listing every failure."""
+        kept = ""
+        if branch is not None:
+            for name in [*self.tables, *self.publish_with]:
+                if hook.table_exists(name):
+                    wap.keep_branch(hook.load_table(name), branch, self.branch_retention_days)
+            kept = (
+                f"\nmain is unchanged; the rows are on branch {branch} (kept {self.branch_retention_days} days), "
+                f"e.g. asgard tables history {self.tables[0]}"
+            )
+        return DataQualityError("data-quality checks failed:\n" + "\n".join(f"  - {f}" for f in failures) + kept)
+
+    def _publish(self, hook: IcebergHook, branch: str, checked: dict[str, Any]) -> dict[str, Any]:
+        """Fast-forward main of the checked tables and ``publish_with`` to the branch; return each new summary."""
+        tables = [*self.tables, *(t for t in self.publish_with if hook.table_exists(t))]
+        results = dict(checked)
+        for done in wap.publish(hook.catalog, tables, branch):
+            summary = snapshot_summary(hook.load_table(done.table))
+            results[done.table] = {**results.get(done.table, {}), **summary, "published_from": branch}
+            self.log.info("%s: main %s -> %s (branch %s)", done.table, done.previous, done.snapshot_id, branch)
         return results
 
     def _check(self, name: str, data: Any) -> list[str]:

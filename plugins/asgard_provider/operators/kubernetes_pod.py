@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
-from asgard_provider.assets import publish
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.kubernetes import POD_COMMAND, encode_spec, pod_env_from, pod_resources
 from asgard_provider.pod_entry import ALLOWED_OPERATORS
+from asgard_provider.publishing import publish_outcome
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -104,10 +104,12 @@ class AsgardPodOperator(KubernetesPodOperator):
 
     def _finish(self, context: Context, result: Any) -> Any:
         iceberg = IcebergHook(self.iceberg_conn_id)
+        events: dict[str, dict[str, Any]] = {}
         for table in self.publish_tables:
             snapshot = iceberg.load_table(table).current_snapshot()
             extra = {"snapshot_id": snapshot.snapshot_id if snapshot is not None else None}
             if isinstance(result, dict):
                 extra.update({k: v for k, v in result.items() if k in ("rows_written", "as_of", "model_version")})
-            publish(context, table, **extra)
+            events[table] = extra
+        publish_outcome(None, context, events=events)
         return result

@@ -2,40 +2,28 @@
 
 from __future__ import annotations
 
-import re
 import time
-import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import BaseOperator, Context
 
-from asgard_provider.assets import publish
-from asgard_provider.catalog import CATALOG_NAME, split_table_name
-from asgard_provider.catalog import IDENTIFIER as _IDENT
+from asgard_provider.engines.spark_sql import REJECTED_REASON, TransformSpec, run_transform
+from asgard_provider.engines.wap import read_snapshot, run_branch
 from asgard_provider.exceptions import TransformError
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.spark import SparkHook, SparkProgress, local_spark_pool
 from asgard_provider.lineage import LineageMixin
-from asgard_provider.links import SPARK_UI_XCOM, SparkUILink, push
+from asgard_provider.links import SPARK_UI_XCOM, SparkUILink
 from asgard_provider.paths import PathEscapeError, contained
+from asgard_provider.publishing import Dataset, publish_outcome
 from asgard_provider.settings import include_dir
 
 if TYPE_CHECKING:
     import jinja2
-    from pyspark.sql import DataFrame, SparkSession
 
-#: Column a transform's SELECT sets to a reason string for rows that must not reach the output table.
-REJECTED_REASON = "_rejected_reason"
-MODES = ("overwrite", "append", "merge")
-
-_LINE_POS = re.compile(r"line (\d+),? pos (\d+)")
-# Parsed plans that Spark would execute as soon as spark.sql() is called: only queries are allowed.
-_EAGER_PLAN_CLASSES = (
-    "org.apache.spark.sql.catalyst.plans.logical.Command",
-    "org.apache.spark.sql.catalyst.plans.logical.ParsedStatement",
-)
+__all__ = ["REJECTED_REASON", "SparkIcebergTransformOperator", "publish_transform", "sql_dir"]
 
 
 def sql_dir() -> Path:
@@ -61,6 +49,9 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
     :param quarantine_table: where rejected rows go; default ``<output_table>_quarantine``. Replaced in
         ``overwrite`` mode, appended to otherwise.
     :param sql_params: values for the SQL template (templated).
+    :param write_audit_publish: write output and quarantine on the run's branch (``run_<run id>``) and leave
+        main and the asset events to the checks task that audits and publishes them
+        (:class:`~asgard_provider.operators.checks.IcebergTableCheckOperator`).
     """
 
     template_fields: Sequence[str] = ("sql", "output_table", "quarantine_table", "sql_params")
@@ -81,17 +72,14 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
         sql_params: dict[str, Any] | None = None,
         iceberg_conn_id: str = IcebergHook.default_conn_name,
         spark_conn_id: str = SparkHook.default_conn_name,
+        write_audit_publish: bool = False,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("pool", local_spark_pool())
         super().__init__(**kwargs)
-        if mode not in MODES:
-            raise ValueError(f"{self.task_id}: mode {mode!r} is not one of {', '.join(MODES)}")
-        if mode == "merge" and not merge_keys:
-            raise ValueError(f"{self.task_id}: mode 'merge' needs merge_keys (the columns identifying a row)")
-        bad_keys = [k for k in merge_keys if not _IDENT.match(k)]
-        if bad_keys:
-            raise ValueError(f"{self.task_id}: merge_keys {bad_keys} are not plain column names")
+        problems = TransformSpec("", output_table, mode=mode, merge_keys=list(merge_keys)).problems()
+        if problems:
+            raise ValueError(f"{self.task_id}: {problems[0]}")
         self.sql = sql
         self.output_table = output_table
         self.mode = mode
@@ -101,6 +89,7 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
         self.sql_params = dict(sql_params or {})
         self.iceberg_conn_id = iceberg_conn_id
         self.spark_conn_id = spark_conn_id
+        self.write_audit_publish = write_audit_publish
         # Remember where the SQL came from: rendering replaces self.sql with the file's text.
         self.sql_source = sql.strip() if _is_sql_path(sql) else "<inline SQL>"
         self._rendered = False
@@ -134,6 +123,19 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
 
     # ------------------------------------------------------------------------------------------- execution
 
+    def transform_spec(self, branch: str | None = None) -> TransformSpec:
+        """Describe this transform for the engine (the SQL as rendered), written on ``branch`` if given."""
+        return TransformSpec(
+            sql=self.sql,
+            output_table=self.output_table,
+            sql_source=self.sql_source,
+            mode=self.mode,
+            partition_by=self.partition_by,
+            merge_keys=self.merge_keys,
+            quarantine_table=self.quarantine_table,
+            branch=branch,
+        )
+
     def execute(self, context: Context) -> dict[str, Any]:
         """Run the SELECT, write output and quarantine tables; return table, row counts and snapshot id."""
         if not self._rendered:
@@ -143,265 +145,51 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
         self.log.info("starting the Spark session (a new JVM in a fresh task process takes 10-30s)")
         spark = SparkHook(self.spark_conn_id).get_session(iceberg.settings)
         self.log.info("Spark session ready in %.1fs (%s)", time.monotonic() - started, spark.sparkContext.master)
+        branch = wap_branch(context) if self.write_audit_publish else None
         with SparkProgress(spark, self.sql_source, self.log):
-            result = self.run_transform(spark)
-        output, quarantine = result["output_table"], result["quarantine_table"]
-        snapshot = iceberg.load_table(output).current_snapshot()
-        result["snapshot_id"] = snapshot.snapshot_id if snapshot is not None else None
-        publish(context, output, snapshot_id=result["snapshot_id"], rows_written=result["rows_written"], mode=self.mode)
-        if quarantine is not None:
-            publish(context, quarantine, rows_written=result["rows_quarantined"], quarantine_of=output)
-        report_transform_lineage(self, iceberg, result)
-        push(context, SPARK_UI_XCOM, spark.sparkContext.uiWebUrl)
-        return result
-
-    def run_transform(self, spark: SparkSession) -> dict[str, Any]:
-        """Run the rendered SELECT in ``spark`` and write output and quarantine tables; return table and row counts.
-
-        Used by :meth:`execute` and by the driver of a SparkApplication (``asgard_provider.spark_driver``).
-        """
-        output = ".".join(split_table_name(self.output_table))
-        df = self._analyse(spark, self.sql)
-        input_tables = read_tables(df)
-        has_reason = REJECTED_REASON in df.columns
-        quarantine = self._quarantine_name(output, has_reason)
-        columns = [c for c in df.columns if c != REJECTED_REASON]
-        self._check_columns(columns)
-        partitions = [self._partition_sql(expr, columns) for expr in self.partition_by]
-
-        from pyspark import StorageLevel
-        from pyspark.sql import functions as F
-
-        # Materialise the result once, so the output and quarantine splits see the same rows.
-        data = df.persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            if has_reason:
-                counts = self._run(
-                    lambda: data.agg(
-                        F.count(F.when(F.col(REJECTED_REASON).isNull(), 1)).alias("ok"),
-                        F.count(F.col(REJECTED_REASON)).alias("rejected"),
-                    ).collect()[0],
-                    f"running {self.sql_source}",
-                )
-                rows_written, rows_quarantined = int(counts["ok"]), int(counts["rejected"])
-                out_df = data.where(F.col(REJECTED_REASON).isNull()).drop(REJECTED_REASON)
-            else:
-                rows_written = self._run(data.count, f"running {self.sql_source}")
-                rows_quarantined = 0
-                out_df = data
-            if self.mode == "merge":
-                self._check_unique_keys(out_df, output)
-            self._ensure_namespace(spark, output)
-            self._write(spark, out_df, output, self.mode, partitions, rows_written)
-            if quarantine is not None:
-                rejected = data.where(F.col(REJECTED_REASON).isNotNull())
-                quarantine_mode = "overwrite" if self.mode == "overwrite" else "append"
-                self._ensure_namespace(spark, quarantine)
-                self._write(spark, rejected, quarantine, quarantine_mode, [], rows_quarantined)
-        finally:
-            data.unpersist()
-
-        self.log.info(
-            "%s -> %s (%s): %d rows written, %d quarantined%s",
-            self.sql_source,
-            output,
-            self.mode,
-            rows_written,
-            rows_quarantined,
-            f" in {quarantine}" if quarantine else "",
-        )
-        return {
-            "output_table": output,
-            "rows_written": rows_written,
-            "rows_quarantined": rows_quarantined,
-            "quarantine_table": quarantine,
-            "input_tables": input_tables,
-        }
-
-    def _analyse(self, spark: SparkSession, sql: str) -> DataFrame:
-        """Parse and analyse the query (no data is read or written); engine errors become TransformError."""
-        text = sql.rstrip().rstrip(";").rstrip()
-        if not text.strip():
-            raise TransformError(f"SQL {self.sql_source} is empty")
-        try:
-            plan = spark._jsparkSession.sessionState().sqlParser().parsePlan(text)
-        except Exception as exc:
-            raise TransformError(self._engine_message(exc, "syntax error in")) from exc
-        kind = _eager_plan_kind(spark, plan)
-        if kind:
-            raise TransformError(
-                f"SQL {self.sql_source} is a {kind} statement; a transform must be a single SELECT "
-                "(the operator writes the output table itself)"
-            )
-        try:
-            return spark.sql(text)
-        except Exception as exc:
-            raise TransformError(self._engine_message(exc, "invalid SQL in")) from exc
-
-    def _engine_message(self, exc: BaseException, what: str) -> str:
-        message = _short_message(exc)
-        match = _LINE_POS.search(message)
-        where = f" (line {match.group(1)}, position {match.group(2)})" if match else ""
-        return f"{what} {self.sql_source}{where}: {message}"
-
-    def _run(self, action: Any, what: str) -> Any:
-        try:
-            return action()
-        except Exception as exc:
-            raise TransformError(f"{what} failed: {_short_message(exc)}") from exc
-
-    def _quarantine_name(self, output: str, has_reason: bool) -> str | None:
-        if not has_reason:
-            if self.quarantine_table:
-                self.log.warning(
-                    "quarantine_table %s is set but %s returns no %s column: nothing to quarantine",
-                    self.quarantine_table,
-                    self.sql_source,
-                    REJECTED_REASON,
-                )
-            return None
-        name = self.quarantine_table or f"{output}_quarantine"
-        quarantine = ".".join(split_table_name(name))
-        if quarantine == output:
-            raise TransformError(f"quarantine_table {quarantine} is the output table itself")
-        return quarantine
-
-    def _check_columns(self, columns: list[str]) -> None:
-        seen: dict[str, str] = {}
-        for name in columns:
-            if name.lower() in seen:
-                raise TransformError(f"{self.sql_source} returns column {name!r} twice; alias one of them")
-            seen[name.lower()] = name
-        missing = [k for k in self.merge_keys if k.lower() not in seen]
-        if missing:
-            raise TransformError(f"merge_keys {missing} are not columns of {self.sql_source} ({', '.join(columns)})")
-
-    def _partition_sql(self, expr: str, columns: list[str]) -> str:
-        """Translate ``months(col)``, ``bucket(16, col)``… into Spark DDL, checking the column exists."""
-        from pyiceberg.transforms import (
-            BucketTransform,
-            DayTransform,
-            HourTransform,
-            IdentityTransform,
-            MonthTransform,
-            TruncateTransform,
-            YearTransform,
-        )
-
-        from asgard_provider.hooks.iceberg import parse_partition_expression
-
-        column, transform = parse_partition_expression(expr)
-        if column.lower() not in {c.lower() for c in columns}:
-            raise TransformError(
-                f"partition_by {expr!r} names column {column!r}, which {self.sql_source} does not return "
-                f"({', '.join(columns)})"
-            )
-        quoted = f"`{column}`"
-        if isinstance(transform, IdentityTransform):
-            return quoted
-        if isinstance(transform, BucketTransform):
-            return f"bucket({transform.num_buckets}, {quoted})"
-        if isinstance(transform, TruncateTransform):
-            return f"truncate({transform.width}, {quoted})"
-        names: dict[type, str] = {
-            YearTransform: "years",
-            MonthTransform: "months",
-            DayTransform: "days",
-            HourTransform: "hours",
-        }
-        return f"{names[type(transform)]}({quoted})"
-
-    def _check_unique_keys(self, out_df: DataFrame, output: str) -> None:
-        from pyspark.sql import functions as F
-
-        dupes = self._run(
-            lambda: out_df.groupBy(*self.merge_keys).count().where(F.col("count") > 1).limit(3).collect(),
-            f"checking merge_keys of {self.sql_source}",
-        )
-        if dupes:
-            examples = "; ".join(", ".join(f"{k}={row[k]!r}" for k in self.merge_keys) for row in dupes)
-            raise TransformError(
-                f"cannot merge {self.sql_source} into {output}: merge_keys {self.merge_keys} are not unique in "
-                f"the output (e.g. {examples}); deduplicate in the SQL or tag extra rows with {REJECTED_REASON}"
-            )
-
-    def _ensure_namespace(self, spark: SparkSession, table: str) -> None:
-        namespace = table.split(".")[0]
-        self._run(
-            lambda: spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {CATALOG_NAME}.`{namespace}`"),
-            f"creating namespace {namespace}",
-        )
-
-    def _write(
-        self, spark: SparkSession, df: DataFrame, table: str, mode: str, partitions: list[str], rows: int
-    ) -> None:
-        """Write ``df`` (``rows`` rows) to ``table``: replace, append or merge; create the table if missing."""
-        namespace, name = table.split(".")
-        target = f"{CATALOG_NAME}.`{namespace}`.`{name}`"
-        partitioned = f" PARTITIONED BY ({', '.join(partitions)})" if partitions else ""
-        view = f"asgard_src_{uuid.uuid4().hex}"
-        df.createOrReplaceTempView(view)
-        try:
-            if mode == "overwrite":
-                # Identifiers are validated (split_table_name, parse_partition_expression) and quoted.
-                replace = f"CREATE OR REPLACE TABLE {target} USING iceberg{partitioned} AS SELECT * FROM {view}"  # noqa: S608
-                self._run(lambda: spark.sql(replace), f"writing {table}")
-            elif not spark.catalog.tableExists(f"{CATALOG_NAME}.{namespace}.{name}"):
-                create = f"CREATE TABLE {target} USING iceberg{partitioned} AS SELECT * FROM {view}"  # noqa: S608
-                self._run(lambda: spark.sql(create), f"creating {table}")
-            elif rows == 0:
-                self.log.info("nothing to %s into %s", mode, table)
-            elif mode == "append":
-                self._run(lambda: df.writeTo(target).append(), f"appending to {table}")
-            else:
-                on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in self.merge_keys)
-                merge = (
-                    f"MERGE INTO {target} t USING {view} s ON {on} "
-                    "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
-                )
-                self._run(lambda: spark.sql(merge), f"merging into {table}")
-        finally:
-            spark.catalog.dropTempView(view)
+            result = run_transform(spark, self.transform_spec(branch), self.log)
+        ui = spark.sparkContext.uiWebUrl
+        return publish_transform(self, context, iceberg, result.as_dict(), self.mode, ui, branch)
 
 
-def read_tables(df: DataFrame) -> list[str]:
-    """``namespace.table`` of every Iceberg table in the query's analysed plan, subqueries included, in plan order."""
-    found: list[str] = []
-    stack = [df._jdf.queryExecution().analyzed()]
-    while stack:
-        node = stack.pop()
-        if node.getClass().getSimpleName() == "DataSourceV2Relation":
-            parts = str(node.table().name()).split(".")
-            if len(parts) == 3 and parts[0] == CATALOG_NAME and ".".join(parts[1:]) not in found:
-                found.append(".".join(parts[1:]))
-        children: list[Any] = []
-        for seq in (node.children(), node.subqueries()):
-            items = seq.iterator()
-            while items.hasNext():
-                children.append(items.next())
-        stack.extend(reversed(children))
-    return found
+def wap_branch(context: Any) -> str:
+    """Return the branch the context's run writes on (write-audit-publish)."""
+    return run_branch(str(context.get("run_id") or ""))
 
 
-def report_transform_lineage(op: LineageMixin, iceberg: IcebergHook, result: dict[str, Any]) -> None:
-    """Record the tables a transform's SQL read and the output and quarantine tables written, with row counts.
+def publish_transform(
+    op: LineageMixin,
+    context: Any,
+    iceberg: IcebergHook,
+    result: Mapping[str, Any],
+    mode: str,
+    spark_ui: str | None,
+    branch: str | None = None,
+) -> dict[str, Any]:
+    """Publish a transform's output and quarantine tables (asset events, lineage, Spark UI link); return its XCom.
 
-    ``result`` is what :meth:`SparkIcebergTransformOperator.run_transform` returns (locally or from a driver pod).
+    ``result`` is a :class:`~asgard_provider.engines.spark_sql.TransformResult` as a mapping: from the embedded
+    runner, or the line a SparkApplication's driver printed. Written on ``branch``, the tables get no asset
+    event here: the checks task emits them once it has published the branch.
     """
-    for name in result.get("input_tables") or []:
-        op.lineage_input(name, table=_table_or_none(iceberg, name))
-    output = result["output_table"]
-    op.lineage_output(output, table=_table_or_none(iceberg, output), rows=result["rows_written"])
-    if result.get("quarantine_table"):
-        quarantine = result["quarantine_table"]
-        op.lineage_output(quarantine, table=_table_or_none(iceberg, quarantine), rows=result["rows_quarantined"])
-
-
-def _table_or_none(iceberg: IcebergHook, name: str) -> Any:
-    try:
-        return iceberg.load_table(name)
-    except Exception:  # lineage without a schema rather than a failed task
-        return None
+    output, quarantine = result["output_table"], result.get("quarantine_table")
+    snapshot_id = read_snapshot(iceberg.load_table(output), branch)
+    rows, rejected = result.get("rows_written"), result.get("rows_quarantined")
+    wrote = [Dataset(output, rows=rows)]
+    events = {output: {"snapshot_id": snapshot_id, "rows_written": rows, "mode": mode}}
+    if quarantine:
+        wrote.append(Dataset(quarantine, rows=rejected))
+        events[quarantine] = {"rows_written": rejected, "quarantine_of": output}
+    publish_outcome(
+        op,
+        context,
+        read=[Dataset(name) for name in result.get("input_tables") or []],
+        wrote=wrote,
+        events=events if branch is None else {},
+        iceberg=iceberg,
+        xcom={SPARK_UI_XCOM: spark_ui},
+    )
+    return {**result, "snapshot_id": snapshot_id, **({"branch": branch} if branch else {})}
 
 
 def check_sql_path(task_id: str, sql: Any) -> None:
@@ -433,26 +221,3 @@ def _with_sql_loader(env: jinja2.Environment) -> jinja2.Environment:
     if env.loader is not None:
         loaders.append(env.loader)
     return env.overlay(loader=jinja2.ChoiceLoader(loaders))
-
-
-def _eager_plan_kind(spark: SparkSession, plan: Any) -> str | None:
-    """Name of the parsed plan if Spark would execute it eagerly (DDL, DML, commands), else None."""
-    jvm: Any = spark._jvm
-    loader = plan.getClass().getClassLoader()
-    for class_name in _EAGER_PLAN_CLASSES:
-        try:
-            if jvm.java.lang.Class.forName(class_name, False, loader).isInstance(plan):
-                return str(plan.getClass().getSimpleName())
-        except Exception:  # noqa: S112 - a class missing from this Spark version cannot match
-            continue
-    return None
-
-
-def _short_message(exc: BaseException) -> str:
-    """Return the engine's message without the logical plan or SQL dump Spark appends."""
-    text = str(exc).strip()
-    for marker in ("\n== SQL", "\n'", "\n+-", "\nJVM stacktrace:", "\n\tat "):
-        cut = text.find(marker)
-        if cut > 0:
-            text = text[:cut]
-    return " ".join(line.strip() for line in text.splitlines() if line.strip()).rstrip(";")

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, cast
 from airflow.providers.cncf.kubernetes.operators.spark_kubernetes import SparkKubernetesOperator
 from airflow.providers.common.compat.sdk import AirflowException
 
-from asgard_provider.assets import publish
 from asgard_provider.catalog import split_table_name
+from asgard_provider.engines.spark_sql import MODES
 from asgard_provider.exceptions import TransformError
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.kubernetes import (
@@ -23,14 +23,14 @@ from asgard_provider.kubernetes import (
     spark_application,
 )
 from asgard_provider.lineage import LineageMixin
-from asgard_provider.links import SPARK_UI_XCOM, SparkUILink, push
+from asgard_provider.links import SparkUILink
 from asgard_provider.operators.spark_iceberg import (
-    MODES,
     _is_sql_path,
     _with_sql_loader,
     check_sql_path,
-    report_transform_lineage,
+    publish_transform,
     sql_dir,
+    wap_branch,
 )
 
 if TYPE_CHECKING:
@@ -97,6 +97,7 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
         iceberg_conn_id: str = IcebergHook.default_conn_name,
         kubernetes_conn_id: str = "kubernetes_default",
         deferrable: bool = True,
+        write_audit_publish: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -135,6 +136,8 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
         self.iceberg_conn_id = iceberg_conn_id
         self.sql_source = sql.strip() if _is_sql_path(sql) else "<inline SQL>"
         self._outcome: dict[str, Any] = {}
+        self.write_audit_publish = write_audit_publish
+        self._branch: str | None = None
 
     # ------------------------------------------------------------------------------------------- templating
 
@@ -177,6 +180,7 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
             "merge_keys": self.merge_keys,
             "quarantine_table": self.quarantine_table,
             "withheld_conf": withheld,
+            **({"branch": self._branch} if self._branch else {}),
         }
 
     def build_application(self) -> dict[str, Any]:
@@ -211,6 +215,7 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
 
     def execute(self, context: Context) -> Any:
         """Submit the SparkApplication; defer (or wait) until the driver ends, then check its final state."""
+        self._branch = wap_branch(context) if self.write_audit_publish else None
         self.template_spec = {"spark": self.build_application()}
         try:
             super().execute(context)
@@ -220,6 +225,7 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
 
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger saw the driver pod end: copy its log, read the final state, clean up."""
+        self._branch = wap_branch(context) if self.write_audit_publish else None
         self.template_spec = {"spark": self.build_application()}
         self.name = str(event.get("name", "")).removesuffix("-driver") or self.name
         try:
@@ -311,16 +317,10 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
             "rows_written": None,
             "rows_quarantined": None,
             "quarantine_table": None,
+            **(outcome.get("result") or {}),
         }
-        result.update(outcome.get("result") or {})
-        snapshot = IcebergHook(self.iceberg_conn_id).load_table(output).current_snapshot()
-        result["snapshot_id"] = snapshot.snapshot_id if snapshot is not None else None
-        result["application"] = outcome.get("application")
-        result["state"] = state
-        publish(context, output, snapshot_id=result["snapshot_id"], rows_written=result["rows_written"], mode=self.mode)
-        if result.get("quarantine_table"):
-            publish(context, result["quarantine_table"], rows_written=result["rows_quarantined"], quarantine_of=output)
         ui = outcome.get("spark_ui")
-        push(context, SPARK_UI_XCOM, ui if not ui or "://" in ui else f"http://{ui}")
-        report_transform_lineage(self, IcebergHook(self.iceberg_conn_id), result)
-        return result
+        ui_url = ui if not ui or "://" in ui else f"http://{ui}"
+        iceberg = IcebergHook(self.iceberg_conn_id)
+        published = publish_transform(self, context, iceberg, result, self.mode, ui_url, self._branch)
+        return {**published, "application": outcome.get("application"), "state": state}

@@ -18,6 +18,9 @@ class TableChecks(StageModel):
     not_null: list[str] = []
     unique: list[list[str]] = Field(default=[], description="column groups that identify a row")
     accepted_values: dict[str, list[Any]] = {}
+    branch_retention_days: int = Field(
+        default=7, ge=1, description="days a run's branch is kept after its checks failed (write-audit-publish)"
+    )
 
 
 def check_task_id(checked: str) -> str:
@@ -26,9 +29,17 @@ def check_task_id(checked: str) -> str:
 
 
 def build_checks(
-    checked: str, tables: Sequence[str], checks: TableChecks, per_table: Mapping[str, TableChecks] | None = None
+    checked: str,
+    tables: Sequence[str],
+    checks: TableChecks,
+    per_table: Mapping[str, TableChecks] | None = None,
+    publish_with: Sequence[str] = (),
 ) -> Any:
-    """One IcebergTableCheckOperator per table group; publishes each table's snapshot as an asset event."""
+    """One IcebergTableCheckOperator per table group; publishes each table's snapshot as an asset event.
+
+    ``publish_with`` (one checked table only) turns on write-audit-publish: the checks read the run's branch, then
+    publish it for the table and ``publish_with`` (e.g. its quarantine table), which become outlets too.
+    """
     from airflow.sdk import TaskGroup
 
     from asgard_provider.assets import table_asset
@@ -37,10 +48,12 @@ def build_checks(
     per_table = per_table or {}
     if len(tables) == 1 or not per_table:
         spec = per_table.get(tables[0], checks) if len(tables) == 1 else checks
+        audit = {"write_audit_publish": True, "publish_with": list(publish_with)} if publish_with else {}
         return IcebergTableCheckOperator(
             task_id=check_task_id(checked),
             tables=list(tables),
-            outlets=[table_asset(t) for t in tables],
+            outlets=[table_asset(t) for t in [*tables, *publish_with]],
+            **audit,
             **spec.model_dump(),
         )
     with TaskGroup(group_id=check_task_id(checked)) as group:

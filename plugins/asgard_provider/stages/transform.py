@@ -106,7 +106,10 @@ def _spec(stage: TransformStage, where: str, reads: tuple[Read, ...], problems: 
 
 
 def _operator(stage: TransformStage) -> Any:
-    """Return the Spark transform in the worker (``runner: local``) or as a SparkApplication (``kubernetes``)."""
+    """Return the Spark transform in the worker (``runner: local``) or as a SparkApplication (``kubernetes``).
+
+    A stage with checks writes on the run's branch; its checks task publishes (write-audit-publish).
+    """
     common: dict[str, Any] = {
         "task_id": stage.name,
         "sql": stage.sql,
@@ -115,6 +118,7 @@ def _operator(stage: TransformStage) -> Any:
         "partition_by": stage.partition_by,
         "merge_keys": stage.merge_keys,
         "quarantine_table": stage.quarantine_table,
+        "write_audit_publish": stage.checks is not None,
     }
     if stage.runner == "kubernetes" and stage.kubernetes is not None:
         from asgard_provider.operators.spark_kubernetes import SparkIcebergKubernetesOperator
@@ -128,17 +132,17 @@ def _operator(stage: TransformStage) -> Any:
 
 
 def build(node: Node, base: Path) -> Built:
-    """Build the transform task, then its checks; the output table is ready after the checks."""
+    """Build the transform task, then its checks, which audit the run's branch and publish output and quarantine."""
     from asgard_provider.assets import table_asset
 
     stage: TransformStage = node.config
     task = _operator(stage)
-    task.outlets = [table_asset(w.name) for w in node.spec.writes]
     if stage.checks is None:
+        task.outlets = [table_asset(w.name) for w in node.spec.writes]
         return Built(entry=task, exit=task)
-    check = build_checks(stage.name, [stage.output_table], stage.checks)
+    check = build_checks(stage.name, [stage.output_table], stage.checks, publish_with=[quarantine_table(stage)])
     task >> check
-    return Built(entry=task, exit=check, ready={quarantine_table(stage): task})
+    return Built(entry=task, exit=check)
 
 
 KIND = StageKind(key="transform", model=TransformStage, spec=spec, build=build, waits_for="reads")

@@ -8,13 +8,11 @@ import pytest
 
 from asgard_provider.exceptions import FeatureStoreError
 from asgard_provider.hooks.feast import FeastHook
-from asgard_provider.hooks.iceberg import IcebergHook
 
 from ..conftest import (
     AS_OF,
     FEATURE_REFS,
     PRIOR,
-    customer_metrics,
     register_operator,
     run_context,
     snapshot_time,
@@ -79,29 +77,6 @@ def test_missing_table_is_named(asgard_home: Path) -> None:
     with pytest.raises(FeatureStoreError, match=r"gold\.customer_metrics"):
         register_operator().execute(run_context())
     assert FeastHook().get_store().list_feature_views() == []
-
-
-def test_missing_feature_column_is_named_and_nothing_is_registered(gold_metrics: pa.Table) -> None:
-    features = [{"name": "total_purchases", "dtype": "int64"}, {"name": "lifetime_valu", "dtype": "float64"}]
-    with pytest.raises(FeatureStoreError, match=r"'lifetime_valu' is missing") as err:
-        register_operator(features=features).execute(run_context())
-    assert "gold.customer_metrics" in str(err.value)
-    assert FeastHook().get_store().list_feature_views() == []
-
-
-def test_mistyped_feature_and_missing_timestamp_are_reported_together(asgard_home: Path) -> None:
-    IcebergHook().write("gold.customer_metrics", [customer_metrics(50).drop(["feature_timestamp"])])
-    features = [{"name": "country", "dtype": "int64"}]
-    with pytest.raises(FeatureStoreError) as err:
-        register_operator(features=features).execute(run_context())
-    message = str(err.value)
-    assert "'feature_timestamp' is missing" in message
-    assert "'country' has type string, which cannot hold dtype int64" in message
-
-
-def test_unknown_dtype_is_rejected(gold_metrics: pa.Table) -> None:
-    with pytest.raises(FeatureStoreError, match="unknown feature dtype 'decimal'"):
-        register_operator(features=[{"name": "total_purchases", "dtype": "decimal"}]).execute(run_context())
 
 
 @pytest.mark.postgres

@@ -1,4 +1,8 @@
-"""The DAGs of the shipped pipelines keep their tasks, edges and outlets (recorded before the stage refactor)."""
+"""The DAGs of the shipped pipelines keep their tasks, edges and outlets (recorded before the stage refactor).
+
+One deliberate change since (issue 15, write-audit-publish): a transform with checks writes on the run's branch,
+so its output and quarantine tables are outlets of the checks task that publishes them, not of the transform.
+"""
 
 from __future__ import annotations
 
@@ -30,9 +34,8 @@ CHURN: dict[str, Any] = {
     ],
     "outlets": {
         "batch_inference": ["gold.customer_churn_predictions"],
-        "check_clean_customers": ["silver.customers_cleaned"],
+        "check_clean_customers": ["silver.customers_cleaned", "silver.customers_cleaned_quarantine"],
         "check_gold": ["gold.customer_metrics"],
-        "clean_customers": ["silver.customers_cleaned", "silver.customers_cleaned_quarantine"],
         "clean_support_tickets": ["silver.support_tickets_cleaned", "silver.support_tickets_cleaned_quarantine"],
         "clean_transactions": ["silver.transactions_cleaned", "silver.transactions_cleaned_quarantine"],
         "ingest_customers": ["bronze.customers"],
@@ -55,9 +58,8 @@ VALUE: dict[str, Any] = {
     ],
     "outlets": {
         "batch_inference": ["gold.customer_value_predictions"],
-        "check_clean_retail_sales": ["silver.retail_sales"],
+        "check_clean_retail_sales": ["silver.retail_sales", "silver.retail_sales_quarantine"],
         "check_gold": ["gold.customer_value_features"],
-        "clean_retail_sales": ["silver.retail_sales", "silver.retail_sales_quarantine"],
         "ingest_retail_customers": ["bronze.retail_customers"],
         "ingest_retail_transactions": ["bronze.retail_transactions"],
     },

@@ -1,0 +1,202 @@
+"""Write-audit-publish on Iceberg branches: a run writes on its own branch, main moves only after the audit.
+
+A writer resets the run's branch of each table it writes to main's current snapshot (:func:`start_branch`)
+and commits on the branch; checks read the branch (:func:`branch_snapshot`); :func:`publish` then
+fast-forwards main of every table to its branch snapshot and drops the branch. A failed audit leaves main
+where it was and keeps the branch (with a retention) for inspection. Nothing here imports Airflow.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from asgard_provider.engines.iceberg_tables import load_table
+from asgard_provider.exceptions import CatalogError, PublishError
+
+#: Prefix of every run branch (``run_<run id with non-word characters as _>``).
+BRANCH_PREFIX = "run_"
+#: Days a run branch is kept when nothing publishes it (a failed audit), unless the stage's checks say otherwise.
+BRANCH_RETENTION_DAYS = 7
+#: Snapshot summary property naming the Airflow run that wrote a snapshot.
+RUN_PROPERTY = "asgard.run-id"
+_DAY_MS = 24 * 3600 * 1000
+_NON_WORD = re.compile(r"[^A-Za-z0-9_]")
+
+
+def run_branch(run_id: str) -> str:
+    """Return the branch a run writes on: ``run_`` + the run id, every non-word character replaced by ``_``."""
+    if not run_id:
+        raise PublishError("a write-audit-publish run needs a run id to name its branch")
+    return BRANCH_PREFIX + _NON_WORD.sub("_", run_id)
+
+
+def retention_ms(days: int) -> int:
+    """Return ``days`` in milliseconds (Iceberg's ``max_ref_age_ms``)."""
+    return days * _DAY_MS
+
+
+def start_branch(table: Any, branch: str, retain_days: int = BRANCH_RETENTION_DAYS) -> None:
+    """Point ``branch`` of a pyiceberg table at main's current snapshot (a retry starts from main again).
+
+    A table without snapshots (just created) first gets an empty one on main: Iceberg branches start from a
+    snapshot. Readers of main then see the table, empty, until the run publishes.
+    """
+    main = table.current_snapshot()
+    if main is None:
+        table.append(table.schema().as_arrow().empty_table())
+        main = table.refresh().current_snapshot()
+    with table.manage_snapshots() as manage:
+        manage.create_branch(main.snapshot_id, branch, max_ref_age_ms=retention_ms(retain_days))
+
+
+def branch_snapshot(table: Any, branch: str) -> int | None:
+    """Return the snapshot id ``branch`` points at, or ``None`` when the table has no such branch."""
+    ref = table.refs().get(branch)
+    return ref.snapshot_id if ref is not None else None
+
+
+def read_snapshot(table: Any, branch: str | None) -> int | None:
+    """Return the snapshot a reader of ``branch`` sees: the branch's if it exists, else main's current one."""
+    snapshot = branch_snapshot(table, branch) if branch else None
+    if snapshot is not None:
+        return snapshot
+    current = table.current_snapshot()
+    return current.snapshot_id if current is not None else None
+
+
+@dataclass(frozen=True)
+class Published:
+    """One table's publish: main moved from ``previous`` to ``snapshot_id`` (equal when nothing was on the branch)."""
+
+    table: str
+    snapshot_id: int | None
+    previous: int | None
+
+    @property
+    def moved(self) -> bool:
+        """Whether main now points at a different snapshot."""
+        return self.snapshot_id != self.previous
+
+
+def publish(catalog: Any, tables: Sequence[str], branch: str) -> list[Published]:
+    """Fast-forward main of every table to its ``branch`` snapshot, then drop the branch.
+
+    Every table is checked first (main must be an ancestor of the branch snapshot), so a table whose main moved
+    since the run branched fails the publish before any table moves. Each fast-forward is its own atomic commit
+    (the catalog has no multi-table transaction): they follow one another at once, in ``tables`` order. A table
+    without the branch (nothing written on it this run) is reported unchanged. Publishing again is a no-op.
+    """
+    plans = [_plan(load_table(catalog, name), name, branch) for name in tables]
+    done = []
+    for name, table, target, previous in plans:
+        if target is not None:
+            with table.manage_snapshots() as manage:
+                if target != previous:
+                    manage.set_current_snapshot(snapshot_id=target)
+                manage.remove_branch(branch)
+        done.append(Published(name, target if target is not None else previous, previous))
+    return done
+
+
+def _plan(table: Any, name: str, branch: str) -> tuple[str, Any, int | None, int | None]:
+    current = table.current_snapshot()
+    previous = current.snapshot_id if current is not None else None
+    target = branch_snapshot(table, branch)
+    if target is not None and previous is not None and previous not in ancestors(table, target):
+        raise PublishError(
+            f"cannot publish branch {branch} of {name}: main moved to snapshot {previous} since the run branched "
+            f"(another run published in between); main is unchanged, rerun the task to write on top of it"
+        )
+    return name, table, target, previous
+
+
+def ancestors(table: Any, snapshot_id: int) -> list[int]:
+    """Return ``snapshot_id`` and the ids of its parents, newest first."""
+    found = []
+    snapshot = table.snapshot_by_id(snapshot_id)
+    while snapshot is not None:
+        found.append(snapshot.snapshot_id)
+        snapshot = table.snapshot_by_id(snapshot.parent_snapshot_id) if snapshot.parent_snapshot_id else None
+    return found
+
+
+def keep_branch(table: Any, branch: str, retain_days: int) -> None:
+    """Set how long an unpublished ``branch`` is kept (after a failed audit)."""
+    snapshot = branch_snapshot(table, branch)
+    if snapshot is not None:
+        with table.manage_snapshots() as manage:
+            manage.create_branch(snapshot, branch, max_ref_age_ms=retention_ms(retain_days))
+
+
+@dataclass(frozen=True)
+class SnapshotEntry:
+    """One snapshot of a table's history, with the refs pointing at it and the run that wrote it."""
+
+    snapshot_id: int
+    parent_id: int | None
+    committed_at: datetime
+    operation: str
+    added_records: int
+    deleted_records: int
+    total_records: int
+    refs: list[str]
+    run_id: str | None
+    on_main: bool
+
+
+def history(table: Any) -> list[SnapshotEntry]:
+    """Every snapshot of a pyiceberg table, oldest first; ``on_main`` marks main's lineage."""
+    main = table.current_snapshot()
+    lineage = set(ancestors(table, main.snapshot_id)) if main is not None else set()
+    refs: dict[int, list[str]] = {}
+    for name, ref in sorted(table.refs().items()):
+        refs.setdefault(ref.snapshot_id, []).append(f"{ref.snapshot_ref_type.value}:{name}")
+    entries = []
+    for snap in sorted(table.snapshots(), key=lambda s: s.timestamp_ms):
+        props = snap.summary.additional_properties if snap.summary else {}
+        entries.append(
+            SnapshotEntry(
+                snapshot_id=snap.snapshot_id,
+                parent_id=snap.parent_snapshot_id,
+                committed_at=datetime.fromtimestamp(snap.timestamp_ms / 1000, UTC),
+                operation=str(snap.summary.operation.value) if snap.summary else "",
+                added_records=int(props.get("added-records", 0)),
+                deleted_records=int(props.get("deleted-records", 0)),
+                total_records=int(props.get("total-records", 0)),
+                refs=refs.get(snap.snapshot_id, []),
+                run_id=props.get(RUN_PROPERTY),
+                on_main=snap.snapshot_id in lineage,
+            )
+        )
+    return entries
+
+
+#: Table property recording the last rollback (JSON: from, to, at, by), committed with the move itself.
+ROLLBACK_PROPERTY = "asgard.last-rollback"
+
+
+def rollback(table: Any, name: str, snapshot_id: int, by: str = "") -> Published:
+    """Point main of ``name`` at ``snapshot_id``, one of its snapshots (newer ones stay for a roll forward).
+
+    The move and a :data:`ROLLBACK_PROPERTY` record of it (who, when, from which snapshot) are one commit.
+    """
+    import json
+
+    from pyiceberg.table.update.snapshot import ManageSnapshots
+
+    if table.snapshot_by_id(snapshot_id) is None:
+        known = ", ".join(str(s.snapshot_id) for s in table.snapshots()) or "none"
+        raise CatalogError(f"table {name} has no snapshot {snapshot_id} (snapshots: {known})")
+    current = table.current_snapshot()
+    previous = current.snapshot_id if current is not None else None
+    if previous != snapshot_id:
+        record = {"from": previous, "to": snapshot_id, "at": datetime.now(UTC).isoformat(timespec="seconds"), "by": by}
+        txn = table.transaction()
+        txn.set_properties({ROLLBACK_PROPERTY: json.dumps(record)})
+        ManageSnapshots(txn).set_current_snapshot(snapshot_id=snapshot_id)
+        txn.commit_transaction()
+    return Published(name, snapshot_id, previous)

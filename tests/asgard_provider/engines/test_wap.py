@@ -1,0 +1,86 @@
+"""Write-audit-publish with pyiceberg: branch writes, fast-forward publish, refusal when main moved, rollback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from asgard_provider.engines import wap
+from asgard_provider.exceptions import CatalogError, PublishError
+from asgard_provider.hooks.iceberg import IcebergHook
+
+
+def _ids(hook: IcebergHook, name: str, snapshot_id: int | None = None) -> list[int]:
+    table = hook.load_table(name)
+    return sorted(table.scan(snapshot_id=snapshot_id).to_arrow().column("id").to_pylist())
+
+
+def test_run_branch_is_a_plain_identifier() -> None:
+    assert wap.run_branch("scheduled__2025-11-11T06:00:00+00:00") == "run_scheduled__2025_11_11T06_00_00_00_00"
+    with pytest.raises(PublishError, match="run id"):
+        wap.run_branch("")
+
+
+def test_branch_write_is_invisible_on_main_until_published(asgard_home: Path) -> None:
+    hook = IcebergHook()
+    hook.write("silver.t", [pa.table({"id": [1, 2]})])
+    branch = wap.run_branch("run_b")
+    written = hook.write("silver.t", [pa.table({"id": [3, 4, 5]})], branch=branch, branch_retention_days=3)
+    table = hook.load_table("silver.t")
+    assert _ids(hook, "silver.t") == [1, 2]
+    assert (
+        _ids(hook, "silver.t", wap.branch_snapshot(table, branch))
+        == [3, 4, 5]
+        == _ids(hook, "silver.t", written["snapshot_id"])
+    )
+    assert table.refs()[branch].max_ref_age_ms == 3 * 24 * 3600 * 1000
+
+    (done,) = wap.publish(hook.catalog, ["silver.t"], branch)
+    assert done.moved and done.snapshot_id == written["snapshot_id"]
+    assert _ids(hook, "silver.t") == [3, 4, 5]
+    assert branch not in hook.load_table("silver.t").refs()
+    assert wap.publish(hook.catalog, ["silver.t"], branch)[0].moved is False  # publishing again changes nothing
+
+
+def test_new_table_is_empty_on_main_until_published(asgard_home: Path) -> None:
+    hook = IcebergHook()
+    branch = wap.run_branch("first")
+    hook.write("silver.fresh", [pa.table({"id": [9]})], branch=branch)
+    assert _ids(hook, "silver.fresh") == []
+    wap.publish(hook.catalog, ["silver.fresh"], branch)
+    assert _ids(hook, "silver.fresh") == [9]
+
+
+def test_publish_refuses_when_main_moved_and_moves_no_table(asgard_home: Path) -> None:
+    hook = IcebergHook()
+    for name in ("silver.a", "silver.b"):
+        hook.write(name, [pa.table({"id": [1]})])
+    slow, fast = wap.run_branch("slow"), wap.run_branch("fast")
+    for name in ("silver.a", "silver.b"):
+        hook.write(name, [pa.table({"id": [2]})], branch=slow)
+    hook.write("silver.b", [pa.table({"id": [3]})], mode="append", branch=fast)
+    wap.publish(hook.catalog, ["silver.b"], fast)
+    with pytest.raises(PublishError, match=r"silver\.b: main moved"):
+        wap.publish(hook.catalog, ["silver.a", "silver.b"], slow)
+    assert _ids(hook, "silver.a") == [1] and _ids(hook, "silver.b") == [1, 3]  # neither table moved
+    assert wap.branch_snapshot(hook.load_table("silver.a"), slow) is not None  # the branch stays for a rerun
+
+
+def test_rollback_restores_previous_contents_and_history_names_refs(asgard_home: Path) -> None:
+    hook = IcebergHook()
+    hook.write("silver.t", [pa.table({"id": [1, 2]})], snapshot_properties={wap.RUN_PROPERTY: "run-1"})
+    good = hook.load_table("silver.t").current_snapshot().snapshot_id
+    hook.write("silver.t", [pa.table({"id": [66]})], snapshot_properties={wap.RUN_PROPERTY: "run-2"})
+    entries = wap.history(hook.load_table("silver.t"))
+    assert [e.run_id for e in entries if e.added_records] == ["run-1", "run-2"]
+    assert entries[-1].refs == ["branch:main"] and all(e.on_main for e in entries)
+
+    done = wap.rollback(hook.load_table("silver.t"), "silver.t", good)
+    assert done.previous == entries[-1].snapshot_id and done.snapshot_id == good
+    assert _ids(hook, "silver.t") == [1, 2]
+    after = {e.snapshot_id: e for e in wap.history(hook.load_table("silver.t"))}
+    assert after[entries[-1].snapshot_id].on_main is False  # kept for a roll forward, off main's lineage
+    with pytest.raises(CatalogError, match="has no snapshot 42"):
+        wap.rollback(hook.load_table("silver.t"), "silver.t", 42)
