@@ -18,6 +18,9 @@ from airflow.plugins_manager import AirflowPlugin
 #: Where the api-server mounts the app.
 URL_PREFIX = "/asgard"
 
+#: Path of a pipeline's page in the app (kept here so importing the plugin stays cheap; ``api.ui`` uses it).
+PAGE_ROUTE = "/ui/pipelines/{dag_id}"
+
 
 def _build() -> Any:
     from asgard_provider.api.app import create_app
@@ -52,3 +55,12 @@ class AsgardPlugin(AirflowPlugin):
 
     name = "asgard"
     fastapi_apps = [{"app": LazyApp(), "url_prefix": URL_PREFIX, "name": "Asgard API"}]
+    #: The "Asgard" tab of every DAG page: the pipeline's page (``asgard_provider.api.ui``) in an iframe.
+    external_views = [
+        {
+            "name": "Asgard",
+            "href": URL_PREFIX + PAGE_ROUTE.replace("{dag_id}", "{DAG_ID}"),
+            "destination": "dag",
+            "url_route": "asgard",
+        }
+    ]

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ..conftest import run_context, train_operator
-
 MODEL = "customer_churn_predictor"
 
 
-@pytest.fixture(scope="module")
-def two_versions(ml_home: Path) -> list[dict[str, Any]]:
-    first = train_operator().execute(run_context())
-    weak = train_operator(hyperparameters={"n_estimators": 1, "max_depth": 1}, min_metrics={})
-    return [first, weak.execute(run_context(run_id="scheduled__weak"))]
-
-
-def test_history_says_who_was_promoted_and_why(two_versions: list[dict[str, Any]]) -> None:
+def test_history_says_who_was_promoted_and_why(ran_pipeline: dict[str, Any]) -> None:
     from fastapi.testclient import TestClient
 
     from asgard_provider.api import create_app
 
-    first, second = two_versions
+    first, second = ran_pipeline["versions"]
     assert first["promoted"] and not second["promoted"], second["promotion_reason"]
     with TestClient(create_app(auth=False)) as client:
         response = client.get(f"/models/{MODEL}/promotions")

@@ -30,6 +30,8 @@ CHURN: dict[str, Any] = {
     ],
     "outlets": {
         "batch_inference": ["gold.customer_churn_predictions"],
+        "register_features": ["feature_view:customer_churn_features"],
+        "train_model": ["model:customer_churn_predictor"],
         "check_clean_customers": ["silver.customers_cleaned"],
         "check_gold": ["gold.customer_metrics"],
         "clean_customers": ["silver.customers_cleaned", "silver.customers_cleaned_quarantine"],
@@ -55,6 +57,8 @@ VALUE: dict[str, Any] = {
     ],
     "outlets": {
         "batch_inference": ["gold.customer_value_predictions"],
+        "register_features": ["feature_view:customer_value_features"],
+        "train_model": ["model:customer_value_classifier"],
         "check_clean_retail_sales": ["silver.retail_sales"],
         "check_gold": ["gold.customer_value_features"],
         "clean_retail_sales": ["silver.retail_sales", "silver.retail_sales_quarantine"],
@@ -82,6 +86,8 @@ PRODUCTION: dict[str, Any] = {
     ],
     "outlets": {
         "batch_inference": ["gold.customer_churn_predictions"],
+        "register_features": ["feature_view:customer_churn_features"],
+        "train_model": ["model:customer_churn_predictor"],
         "check_gold": ["gold.customer_metrics"],
         "clean_customers": ["silver.customers_cleaned", "silver.customers_cleaned_quarantine"],
         "clean_support_tickets": ["silver.support_tickets_cleaned", "silver.support_tickets_cleaned_quarantine"],
