@@ -1,4 +1,8 @@
-"""Iceberg tables as Airflow Assets: one asset per table, with each commit's snapshot in the asset event."""
+"""Iceberg tables, Feast feature views and registered models as Airflow Assets.
+
+One asset per table (each commit's snapshot in the asset event), per feature view and per registered model, so the
+asset graph reads tables -> feature view -> model -> predictions.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,25 @@ from asgard_provider.catalog import CATALOG_NAME, split_table_name
 #: Asset group shown in the Airflow UI for every Iceberg table.
 ASSET_GROUP = "iceberg"
 
+#: Asset groups of feature views and registered models.
+FEATURES_GROUP = "feast"
+MODELS_GROUP = "mlflow"
+
 
 def table_asset(name: str) -> Asset:
     """Return the Asset of Iceberg table ``namespace.table`` (URI ``iceberg://iceberg/<namespace>/<table>``)."""
     namespace, table = split_table_name(name)
     return Asset(name=f"{namespace}.{table}", uri=f"iceberg://{CATALOG_NAME}/{namespace}/{table}", group=ASSET_GROUP)
+
+
+def feature_view_asset(view: str) -> Asset:
+    """Return the Asset of Feast feature view ``view`` (URI ``feast://feature-view/<view>``)."""
+    return Asset(name=f"feature_view:{view}", uri=f"feast://feature-view/{view}", group=FEATURES_GROUP)
+
+
+def model_asset(name: str) -> Asset:
+    """Return the Asset of registered model ``name`` (URI ``mlflow://registered-model/<name>``)."""
+    return Asset(name=f"model:{name}", uri=f"mlflow://registered-model/{name}", group=MODELS_GROUP)
 
 
 def publish(context: Context, table: str, **extra: Any) -> None:

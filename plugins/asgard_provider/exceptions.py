@@ -22,6 +22,10 @@ class PipelineConfigError(AsgardError):
         super().__init__(f"invalid pipeline config {path}:\n{lines}")
 
 
+class PipelineNotFoundError(AsgardError):
+    """No pipeline YAML for a pipeline id (the API's pages and batch runs are per pipeline)."""
+
+
 class CatalogError(AsgardError):
     """The Iceberg catalog could not be reached or a table operation failed."""
 

@@ -37,6 +37,8 @@ COLUMNS = [f["name"] for f in FEATURES]
 CUSTOMERS = [1001, 1733, 2468, 3000]
 ENDPOINTS = ["/mlops/inference", "/score/{entity_id}", "/score", "/features"]
 ENDPOINTS += ["/models", "/models/{name}", "/health", "/query"]
+ENDPOINTS += ["/models/{name}/promotions", "/pipelines/{dag_id}/batch-inference"]
+ENDPOINTS += ["/pipelines/{dag_id}/batch-inference/{run_id}"]
 
 
 @pytest.fixture(scope="module")

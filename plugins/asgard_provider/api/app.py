@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
+from asgard_provider.api import batch, promotions, ui
 from asgard_provider.api import models as m
 from asgard_provider.api.query import QueryError, run_query
 from asgard_provider.api.service import (
@@ -76,6 +77,9 @@ def create_app(
     app.include_router(_scoring_router(svc), dependencies=read)
     app.include_router(_catalog_router(svc), dependencies=read)
     app.include_router(_query_router(svc), dependencies=_auth(auth, "assets"))
+    app.include_router(batch.router(auth))
+    app.include_router(promotions.router(svc.options.get("mlflow_conn_id")), dependencies=read)
+    app.include_router(ui.router(auth, svc.options.get("mlflow_conn_id")))
     return app
 
 

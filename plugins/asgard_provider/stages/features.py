@@ -64,6 +64,7 @@ def spec(stage: FeaturesStage, where: str, base: Path, inputs: Mapping[str, Node
 
 def build(node: Node, base: Path) -> Built:
     """Register the feature view; materializing the online store runs beside training, not before it."""
+    from asgard_provider.assets import feature_view_asset, table_asset
     from asgard_provider.operators.feast import FeastMaterializeOperator, FeastRegisterOperator
 
     stage: FeaturesStage = node.config
@@ -79,6 +80,8 @@ def build(node: Node, base: Path) -> Built:
         tags=stage.tags,
         feature_service=stage.feature_service,
         materialize=False,
+        inlets=[table_asset(stage.source_table)],
+        outlets=[feature_view_asset(stage.feature_view)],
     )
     if stage.materialize:
         # Online serving only: training and batch inference read the offline store.

@@ -60,7 +60,7 @@ def spec(stage: PredictStage, where: str, base: Path, inputs: Mapping[str, Node]
 
 def build(node: Node, base: Path) -> Built:
     """Build the batch inference task; it publishes the predictions table."""
-    from asgard_provider.assets import table_asset
+    from asgard_provider.assets import feature_view_asset, model_asset, table_asset
     from asgard_provider.operators.inference import BatchInferenceOperator
 
     stage: PredictStage = node.config
@@ -82,6 +82,7 @@ def build(node: Node, base: Path) -> Built:
         thresholds=dict(stage.thresholds),
         batch_size=stage.batch_size,
     )
+    task.inlets = [model_asset(train_node.config.registered_model), feature_view_asset(features.feature_view)]
     task.outlets = [table_asset(stage.output_table)]
     return Built(entry=task, exit=task)
 

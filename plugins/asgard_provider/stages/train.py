@@ -71,6 +71,7 @@ def spec(stage: TrainStage, where: str, base: Path, inputs: Mapping[str, Node]) 
 
 def build(node: Node, base: Path) -> Built:
     """Build the training task; it reads its training set from the stage's feature view."""
+    from asgard_provider.assets import feature_view_asset, model_asset
     from asgard_provider.operators.mlflow import MLflowTrainOperator
 
     stage: TrainStage = node.config
@@ -93,6 +94,8 @@ def build(node: Node, base: Path) -> Built:
         timeout=stage.timeout_minutes * 60,  # the operator's own limit: its error names the script and the limit
         execution_timeout=timedelta(minutes=stage.timeout_minutes + TASK_MARGIN_MINUTES),
     )
+    task.inlets = [feature_view_asset(features.feature_view)]
+    task.outlets = [model_asset(stage.registered_model)]
     return Built(entry=task, exit=task)
 
 

@@ -34,6 +34,8 @@ CHURN: dict[str, Any] = {
     ],
     "outlets": {
         "batch_inference": ["gold.customer_churn_predictions"],
+        "register_features": ["feature_view:customer_churn_features"],
+        "train_model": ["model:customer_churn_predictor"],
         "check_clean_customers": ["silver.customers_cleaned", "silver.customers_cleaned_quarantine"],
         "check_gold": ["gold.customer_metrics"],
         "clean_support_tickets": ["silver.support_tickets_cleaned", "silver.support_tickets_cleaned_quarantine"],
@@ -58,6 +60,8 @@ VALUE: dict[str, Any] = {
     ],
     "outlets": {
         "batch_inference": ["gold.customer_value_predictions"],
+        "register_features": ["feature_view:customer_value_features"],
+        "train_model": ["model:customer_value_classifier"],
         "check_clean_retail_sales": ["silver.retail_sales", "silver.retail_sales_quarantine"],
         "check_gold": ["gold.customer_value_features"],
         "ingest_retail_customers": ["bronze.retail_customers"],
@@ -84,6 +88,8 @@ PRODUCTION: dict[str, Any] = {
     ],
     "outlets": {
         "batch_inference": ["gold.customer_churn_predictions"],
+        "register_features": ["feature_view:customer_churn_features"],
+        "train_model": ["model:customer_churn_predictor"],
         "check_gold": ["gold.customer_metrics"],
         "clean_customers": ["silver.customers_cleaned", "silver.customers_cleaned_quarantine"],
         "clean_support_tickets": ["silver.support_tickets_cleaned", "silver.support_tickets_cleaned_quarantine"],
