@@ -308,7 +308,8 @@ if __name__ == "__main__":
 _DAG = '''\
 """Airflow DAG for the __NAME__ pipeline, built from include/pipelines/__NAME__.yaml."""
 
-from asgard_provider.pipeline.factory import dag_from_file
+# Imported from airflow.providers.asgard so the DAG processor pre-imports the factory once, not in every parse.
+from airflow.providers.asgard import dag_from_file
 
 dag = dag_from_file(__file__)
 '''

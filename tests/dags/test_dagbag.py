@@ -107,3 +107,57 @@ def test_a_changed_dbt_project_is_an_import_error_naming_the_command(
     assert "customer_churn (target duckdb)" in error and "Run `asgard dbt compile`" in error
     assert "customer_value" in bag.dags
     assert set(dbt_manifests.iterdir()) == built, "parsing a DAG file ran dbt"
+
+
+def test_dag_files_name_the_factory_the_dag_processor_pre_imports() -> None:
+    """Airflow's DAG processor pre-imports a file's ``airflow.*`` imports in its parent, then forks the parse."""
+    from airflow.utils.file import iter_airflow_imports
+
+    for path in sorted((REPO / "dags").glob("*.py")):
+        assert "airflow.providers.asgard" in set(iter_airflow_imports(str(path))), path.name
+
+
+PROCESSOR = """
+import json, os, sys
+from airflow.dag_processing.dagbag import DagBag
+from airflow.dag_processing.processor import _pre_import_airflow_modules
+from airflow.utils.log.logging_mixin import LoggingMixin
+
+path = sys.argv[1]
+_pre_import_airflow_modules(path, LoggingMixin().log)
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    before = set(sys.modules)
+    bag = DagBag(dag_folder=path, safe_mode=False)
+    new = sorted(m for m in set(sys.modules) - before if m.startswith(("asgard_provider", "cosmos", "pydantic")))
+    os.write(write, json.dumps({"dags": sorted(bag.dags), "errors": list(bag.import_errors), "new": new}).encode())
+    os._exit(0)
+os.close(write)
+with os.fdopen(read) as pipe:
+    print("REPORT " + pipe.read())
+os.waitpid(pid, 0)
+"""
+
+
+def test_processor_child_parses_without_importing_the_provider_again() -> None:
+    """In a fresh interpreter, as the DAG processor does: pre-import, fork; the child imports no provider module."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k.startswith(("ASGARD_", "AIRFLOW")) or k in ("PATH", "HOME")}
+    proc = subprocess.run(
+        [sys.executable, "-c", PROCESSOR, str(REPO / "dags" / "customer_churn.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("REPORT ")]
+    report = json.loads(line.removeprefix("REPORT "))
+    assert report["dags"] == ["customer_churn"] and report["errors"] == []
+    assert report["new"] == [], "modules the DAG processor's child imported again"

@@ -221,15 +221,19 @@ def build_dbt_task_group(
         "append_env": True,
     }
     args.update(operator_args or {})
+    project_config = ProjectConfig(
+        dbt_project_path=project_dir,
+        manifest_path=manifest,
+        project_name=project_name,
+        install_dbt_deps=False,
+        partial_parse=False,
+    )
+    # Cosmos wraps the path in an ObjectStoragePath, whose first open() loads every Airflow plugin in the DAG
+    # processor's child; the manifest is a local file, so read it as one.
+    project_config.manifest_path = manifest
     return DbtTaskGroup(
         group_id=group_id,
-        project_config=ProjectConfig(
-            dbt_project_path=project_dir,
-            manifest_path=manifest,
-            project_name=project_name,
-            install_dbt_deps=False,
-            partial_parse=False,
-        ),
+        project_config=project_config,
         profile_config=(
             trino_profile_config(trino_conn_id, target)
             if trino_conn_id
