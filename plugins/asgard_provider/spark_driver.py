@@ -65,6 +65,7 @@ def job_transform(job: dict[str, Any]) -> TransformSpec:
         merge_keys=list(job.get("merge_keys") or []),
         quarantine_table=job.get("quarantine_table"),
         branch=job.get("branch"),
+        snapshot_properties=dict(job.get("snapshot_properties") or {}),
     )
 
 

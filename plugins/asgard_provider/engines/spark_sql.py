@@ -50,6 +50,8 @@ class TransformSpec:
     quarantine_table: str | None = None
     #: Write on this branch of output and quarantine tables (write-audit-publish), reset to main first.
     branch: str | None = None
+    #: Summary properties of the snapshots a branch write commits (e.g. the run id), except MERGE's.
+    snapshot_properties: dict[str, str] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         """List what is wrong with mode and merge keys (empty when the spec can run)."""
@@ -139,12 +141,17 @@ def _write_splits(
     if spec.mode == "merge":
         _check_unique_keys(out_df, output, spec)
     ensure_namespace(spark, output)
-    write_table(spark, out_df, output, spec.mode, partitions, rows_written, spec.merge_keys, branch=spec.branch)
+    branch, props = spec.branch, spec.snapshot_properties
+    write_table(
+        spark, out_df, output, spec.mode, partitions, rows_written, spec.merge_keys, branch=branch, properties=props
+    )
     if quarantine is not None:
         rejected = data.where(F.col(REJECTED_REASON).isNotNull())
         quarantine_mode = "overwrite" if spec.mode == "overwrite" else "append"
         ensure_namespace(spark, quarantine)
-        write_table(spark, rejected, quarantine, quarantine_mode, [], rows_quarantined, [], branch=spec.branch)
+        write_table(
+            spark, rejected, quarantine, quarantine_mode, [], rows_quarantined, [], branch=branch, properties=props
+        )
     return rows_written, rows_quarantined
 
 
@@ -188,6 +195,7 @@ def write_table(
     merge_keys: list[str],
     log: logging.Logger = _LOG,
     branch: str | None = None,
+    properties: dict[str, str] | None = None,
 ) -> None:
     """Write ``df`` (``rows`` rows) to ``table``: replace, append or merge; create the table if missing.
 
@@ -200,7 +208,7 @@ def write_table(
     df.createOrReplaceTempView(view)
     try:
         if branch:
-            _write_branch(spark, df, table, mode, partitioned, view, merge_keys, branch)
+            _write_branch(spark, df, table, mode, partitioned, view, merge_keys, branch, properties or {})
         elif mode == "overwrite":
             # Identifiers are validated (split_table_name, parse_partition_expression) and quoted.
             replace = f"CREATE OR REPLACE TABLE {target} USING iceberg{partitioned} AS SELECT * FROM {view}"  # noqa: S608
@@ -232,6 +240,7 @@ def _write_branch(
     view: str,
     merge_keys: list[str],
     branch: str,
+    properties: dict[str, str],
 ) -> None:
     """Commit ``df`` to ``branch`` of ``table``, the branch first reset to main's current snapshot.
 
@@ -251,6 +260,8 @@ def _write_branch(
     evolve = f"ALTER TABLE {target} SET TBLPROPERTIES ('write.spark.accept-any-schema'='true')"
     _run(lambda: spark.sql(evolve), f"allowing schema evolution of {table}")
     writer = df.writeTo(on_branch).option("mergeSchema", "true")
+    for key, value in properties.items():
+        writer = writer.option(f"snapshot-property.{key}", value)
     if mode == "overwrite":
         _run(lambda: writer.overwrite(F.lit(True)), f"writing {table} on branch {branch}")
     elif mode == "append":

@@ -109,7 +109,8 @@ def _plan(table: Any, name: str, branch: str) -> tuple[str, Any, int | None, int
     if target is not None and previous is not None and previous not in ancestors(table, target):
         raise PublishError(
             f"cannot publish branch {branch} of {name}: main moved to snapshot {previous} since the run branched "
-            f"(another run published in between); main is unchanged, rerun the task to write on top of it"
+            f"(another run published in between); nothing moved and the branch is kept: clear the task that wrote "
+            f"{name} (with its checks) to write again on top of the new main"
         )
     return name, table, target, previous
 

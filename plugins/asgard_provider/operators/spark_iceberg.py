@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 from airflow.sdk import BaseOperator, Context
 
 from asgard_provider.engines.spark_sql import REJECTED_REASON, TransformSpec, run_transform
-from asgard_provider.engines.wap import read_snapshot, run_branch
+from asgard_provider.engines.wap import RUN_PROPERTY, read_snapshot, run_branch
 from asgard_provider.exceptions import TransformError
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.spark import SparkHook, SparkProgress, local_spark_pool
@@ -123,7 +123,7 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
 
     # ------------------------------------------------------------------------------------------- execution
 
-    def transform_spec(self, branch: str | None = None) -> TransformSpec:
+    def transform_spec(self, branch: str | None = None, run_id: str | None = None) -> TransformSpec:
         """Describe this transform for the engine (the SQL as rendered), written on ``branch`` if given."""
         return TransformSpec(
             sql=self.sql,
@@ -134,6 +134,7 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
             merge_keys=self.merge_keys,
             quarantine_table=self.quarantine_table,
             branch=branch,
+            snapshot_properties={RUN_PROPERTY: run_id} if branch and run_id else {},
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -147,7 +148,7 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
         self.log.info("Spark session ready in %.1fs (%s)", time.monotonic() - started, spark.sparkContext.master)
         branch = wap_branch(context) if self.write_audit_publish else None
         with SparkProgress(spark, self.sql_source, self.log):
-            result = run_transform(spark, self.transform_spec(branch), self.log)
+            result = run_transform(spark, self.transform_spec(branch, context.get("run_id")), self.log)
         ui = spark.sparkContext.uiWebUrl
         return publish_transform(self, context, iceberg, result.as_dict(), self.mode, ui, branch)
 

@@ -10,6 +10,7 @@ from airflow.providers.common.compat.sdk import AirflowException
 
 from asgard_provider.catalog import split_table_name
 from asgard_provider.engines.spark_sql import MODES
+from asgard_provider.engines.wap import RUN_PROPERTY
 from asgard_provider.exceptions import TransformError
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.kubernetes import (
@@ -138,6 +139,7 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
         self._outcome: dict[str, Any] = {}
         self.write_audit_publish = write_audit_publish
         self._branch: str | None = None
+        self._run_properties: dict[str, str] = {}
 
     # ------------------------------------------------------------------------------------------- templating
 
@@ -180,7 +182,7 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
             "merge_keys": self.merge_keys,
             "quarantine_table": self.quarantine_table,
             "withheld_conf": withheld,
-            **({"branch": self._branch} if self._branch else {}),
+            **({"branch": self._branch, "snapshot_properties": self._run_properties} if self._branch else {}),
         }
 
     def build_application(self) -> dict[str, Any]:
@@ -216,6 +218,7 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
     def execute(self, context: Context) -> Any:
         """Submit the SparkApplication; defer (or wait) until the driver ends, then check its final state."""
         self._branch = wap_branch(context) if self.write_audit_publish else None
+        self._run_properties = {RUN_PROPERTY: str(context.get("run_id"))}
         self.template_spec = {"spark": self.build_application()}
         try:
             super().execute(context)
@@ -226,6 +229,7 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger saw the driver pod end: copy its log, read the final state, clean up."""
         self._branch = wap_branch(context) if self.write_audit_publish else None
+        self._run_properties = {RUN_PROPERTY: str(context.get("run_id"))}
         self.template_spec = {"spark": self.build_application()}
         self.name = str(event.get("name", "")).removesuffix("-driver") or self.name
         try:

@@ -101,7 +101,7 @@ class Built:
 
     entry: Any
     exit: Any
-    #: the task after which a table is ready, when not ``exit`` (a transform's quarantine: the transform itself)
+    #: the task after which a table is ready, when not ``exit`` (a table published before the stage's last task)
     ready: Mapping[str, Any] = field(default_factory=dict)
 
 

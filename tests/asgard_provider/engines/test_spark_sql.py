@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -90,7 +89,7 @@ def test_spark_driver_runs_a_transform_where_airflow_cannot_be_imported(asgard_h
     assert rows == [{"id": 1, "name": "A"}, {"id": 2, "name": "B"}]
     rejected = iceberg.load_table("silver.items_quarantine").scan().to_arrow().to_pylist()
     assert rejected == [{"id": -3, "name": "C", "_rejected_reason": "negative_id"}]
-    assert "PYTHONPATH" in env and not any(k.startswith("AIRFLOW") for k in env) and os.environ.get("ASGARD_HOME")
+    assert not any(k.startswith("AIRFLOW") for k in env)  # no Airflow settings or connections reached the driver
 
 
 def test_spec_problems_name_mode_and_keys() -> None:

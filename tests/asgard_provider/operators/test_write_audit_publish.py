@@ -85,6 +85,7 @@ def test_bad_rows_fail_the_audit_keep_main_and_stop_downstream(pipeline: tuple[A
     silver = hook.load_table("silver.items")
     assert _rows(silver) == [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
     assert wap.run_branch(good_run) not in silver.refs()  # published, branch dropped
+    assert good_run in {e.run_id for e in wap.history(silver) if e.on_main}  # asgard tables history names the run
     assert _rows(hook.load_table("silver.items_summary")) == [{"items": 2}]
     published = silver.current_snapshot().snapshot_id
 
