@@ -9,7 +9,9 @@ light); this list names the ones a DAG build on the embedded default needs.
 
 import importlib
 
+from asgard_provider.maintenance import build_maintenance_dag, load_maintenance_config
 from asgard_provider.pipeline.factory import dag_from_file
+from asgard_provider.settings import include_dir
 
 #: Modules a DAG build imports lazily: Cosmos's task group and the embedded stages' operators.
 BUILD_MODULES = (
@@ -20,10 +22,11 @@ BUILD_MODULES = (
     "asgard_provider.operators.feast",
     "asgard_provider.operators.inference",
     "asgard_provider.operators.ingest",
+    "asgard_provider.operators.maintenance",
     "asgard_provider.operators.mlflow",
     "asgard_provider.operators.spark_iceberg",
 )
 for _module in BUILD_MODULES:
     importlib.import_module(_module)
 
-__all__ = ["dag_from_file"]
+__all__ = ["build_maintenance_dag", "dag_from_file", "include_dir", "load_maintenance_config"]
