@@ -16,6 +16,15 @@ export SCARF_ANALYTICS := false
 # Embedded sources written by `make data` (connections come from the environment, never from configs).
 export AIRFLOW_CONN_ASGARD_CUSTOMERS_DB ?= {"conn_type": "sqlite", "host": "$(ASGARD_HOME)/sources/customers.db"}
 export AIRFLOW_CONN_ASGARD_TRANSACTIONS_DB ?= {"conn_type": "sqlite", "host": "$(ASGARD_HOME)/sources/transactions.db"}
+# The fraud detection example's card register and payment processor (python -m asgard_demo.fraud).
+export AIRFLOW_CONN_ASGARD_CARDS_DB ?= {"conn_type": "sqlite", "host": "$(ASGARD_HOME)/sources/fraud/cards.db"}
+export AIRFLOW_CONN_ASGARD_PAYMENTS_DB ?= {"conn_type": "sqlite", "host": "$(ASGARD_HOME)/sources/fraud/payments.db"}
+# The patient readmission example's EMR and laboratory system (python -m asgard_demo.readmission), and the secret
+# its Silver step salts the pseudonymous patient key with. A demo value only: production keeps the Variable
+# asgard_pseudonym_secret in a secrets backend.
+export AIRFLOW_CONN_ASGARD_EMR_DB ?= {"conn_type": "sqlite", "host": "$(ASGARD_HOME)/sources/readmission/emr.db"}
+export AIRFLOW_CONN_ASGARD_LABS_DB ?= {"conn_type": "sqlite", "host": "$(ASGARD_HOME)/sources/readmission/labs.db"}
+export AIRFLOW_VAR_ASGARD_PSEUDONYM_SECRET ?= demo-only-pseudonym-secret
 
 # The demo data is as of today (UTC), so the runs a scheduler creates for an unpaused DAG find data.
 DEMO_DATE ?= $(shell date -u +%F)
@@ -49,6 +58,8 @@ manifests: $(STAMP)
 
 data: $(STAMP)
 	$(PYTHON) -m asgard_demo.data --out $(ASGARD_HOME)/sources --as-of $(DEMO_DATE)
+	$(PYTHON) -m asgard_demo.fraud --out $(ASGARD_HOME)/sources/fraud --as-of $(DEMO_DATE)
+	$(PYTHON) -m asgard_demo.readmission --out $(ASGARD_HOME)/sources/readmission --as-of $(DEMO_DATE)
 
 airflow-db: $(STAMP)
 	$(BIN)/airflow db migrate > $(ASGARD_HOME)/airflow-db-migrate.log 2>&1 || (cat $(ASGARD_HOME)/airflow-db-migrate.log; exit 1)
