@@ -1,5 +1,6 @@
 """Airflow DAG for the fraud_detection pipeline, built from include/pipelines/fraud_detection.yaml."""
 
-from asgard_provider.pipeline.factory import dag_from_file
+# Imported from airflow.providers.asgard so the DAG processor pre-imports the factory once, not in every parse.
+from airflow.providers.asgard import dag_from_file
 
 dag = dag_from_file(__file__)

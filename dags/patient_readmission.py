@@ -1,5 +1,6 @@
 """Airflow DAG for the patient_readmission pipeline, built from include/pipelines/patient_readmission.yaml."""
 
-from asgard_provider.pipeline.factory import dag_from_file
+# Imported from airflow.providers.asgard so the DAG processor pre-imports the factory once, not in every parse.
+from airflow.providers.asgard import dag_from_file
 
 dag = dag_from_file(__file__)
