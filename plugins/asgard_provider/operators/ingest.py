@@ -17,6 +17,7 @@ from asgard_provider.exceptions import SourceError
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.sql_source import SqlSourceHook
 from asgard_provider.lineage import LineageMixin, sql_source_namespace
+from asgard_provider.sources.common import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_STATEMENT_TIMEOUT_S
 from asgard_provider.values import expand_env
 
 FILE_FORMATS = ("jsonl", "csv", "parquet")
@@ -44,6 +45,8 @@ class SqlToIcebergOperator(LineageMixin, BaseOperator):
     :param interval_start: inclusive lower bound (templated, e.g. ``{{ data_interval_start }}``).
     :param interval_end: exclusive upper bound (templated, e.g. ``{{ data_interval_end }}``).
     :param full_refresh: ignore the cursor and reload the whole table (templated, e.g. ``{{ params.full_refresh }}``).
+    :param columns: columns to copy (default: all); ``exclude_columns``: columns never copied.
+    :param connect_timeout: seconds to reach the source; ``statement_timeout``: seconds it may take per batch.
     """
 
     template_fields: Sequence[str] = ("source_table", "target_table", "interval_start", "interval_end", "full_refresh")
@@ -56,8 +59,11 @@ class SqlToIcebergOperator(LineageMixin, BaseOperator):
         source_table: str,
         target_table: str,
         columns: list[str] | None = None,
+        exclude_columns: list[str] | None = None,
         partition_by: Sequence[str] = (),
         batch_rows: int = 100_000,
+        connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_S,
+        statement_timeout: int = DEFAULT_STATEMENT_TIMEOUT_S,
         cursor_column: str | None = None,
         interval_start: str | None = None,
         interval_end: str | None = None,
@@ -74,30 +80,46 @@ class SqlToIcebergOperator(LineageMixin, BaseOperator):
         self.source_table = source_table
         self.target_table = target_table
         self.columns = columns
+        self.exclude_columns = exclude_columns
         self.partition_by = list(partition_by)
         self.batch_rows = batch_rows
+        self.connect_timeout = connect_timeout
+        self.statement_timeout = statement_timeout
         self.iceberg_conn_id = iceberg_conn_id
+        self._source: SqlSourceHook | None = None
+
+    def on_kill(self) -> None:
+        """Stop a running read (Airflow calls this on SIGTERM); the write then never commits."""
+        if self._source is not None:
+            self._source.cancel()
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Stream the source table into the target table and return rows written and snapshot id."""
         split_table_name(self.target_table)
-        source = SqlSourceHook(self.source_conn_id)
+        source = self._source = SqlSourceHook(
+            self.source_conn_id, connect_timeout=self.connect_timeout, statement_timeout=self.statement_timeout
+        )
         iceberg = IcebergHook(self.iceberg_conn_id)
         props = _snapshot_properties(context, f"{self.source_conn_id}:{self.source_table}")
         window = self._window()
         overwrite_filter = None
         if window is None:
-            batches = source.stream_table(self.source_table, columns=self.columns, batch_rows=self.batch_rows)
-        else:
-            lower, upper = window
-            cursor = str(self.cursor_column)
-            as_text = source.dialect_name == "sqlite"  # SQLite stores timestamps as text 'YYYY-MM-DD HH:MM:SS'
             batches = source.stream_table(
                 self.source_table,
                 columns=self.columns,
+                exclude_columns=self.exclude_columns,
+                batch_rows=self.batch_rows,
+            )
+        else:
+            lower, upper = window
+            cursor = str(self.cursor_column)
+            batches = source.stream_table(
+                self.source_table,
+                columns=self.columns,
+                exclude_columns=self.exclude_columns,
                 cursor_column=cursor,
-                lower=_sql_bound(lower, as_text),
-                upper=_sql_bound(upper, as_text),
+                lower=lower,
+                upper=upper,
                 batch_rows=self.batch_rows,
             )
             overwrite_filter = _slice_filter(iceberg, self.target_table, cursor, lower, upper)
@@ -166,10 +188,6 @@ def _utc_naive(value: str | datetime) -> datetime:
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(UTC).replace(tzinfo=None)
     return parsed
-
-
-def _sql_bound(value: datetime, as_text: bool) -> Any:
-    return value.isoformat(sep=" ") if as_text else value
 
 
 def _slice_filter(iceberg: IcebergHook, table: str, cursor: str, lower: datetime, upper: datetime) -> str:

@@ -8,16 +8,38 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from asgard_provider.sources.common import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_STATEMENT_TIMEOUT_S
 from asgard_provider.stages.base import Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
 from asgard_provider.values import EXPANDS_ENV
 
 
-class SqlSource(StageModel):
-    """A table in a relational database reached through an Airflow connection."""
+class _Columns(StageModel):
+    """Which source columns land in Bronze: personal data listed in ``exclude_columns`` never does."""
+
+    columns: list[str] | None = Field(default=None, description="columns to copy (default: all)")
+    exclude_columns: list[str] = Field(
+        default=[], description="columns never copied into Bronze (e.g. personal data); each must exist"
+    )
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> _Columns:
+        both = sorted(set(self.columns or ()) & set(self.exclude_columns))
+        if both:
+            raise ValueError(f"{', '.join(both)} both in 'columns' and 'exclude_columns'")
+        return self
+
+
+class SqlSource(_Columns):
+    """A table in a relational database (PostgreSQL, MySQL/MariaDB, SQLite) reached through an Airflow connection.
+
+    Read through connectorx straight into Arrow. ``connect_timeout_seconds`` bounds reaching the server,
+    ``statement_timeout_seconds`` the wait for each batch of rows (PostgreSQL also enforces it on the server).
+    """
 
     connection: str = Field(description="Airflow connection id of the source database")
-    table: str = Field(description="source table name")
-    columns: list[str] | None = Field(default=None, description="columns to copy (default: all)")
+    table: str = Field(description="source table, `table` or schema-qualified `schema.table` (`public.customers`)")
+    connect_timeout_seconds: int = Field(default=DEFAULT_CONNECT_TIMEOUT_S, gt=0, le=3600)
+    statement_timeout_seconds: int = Field(default=DEFAULT_STATEMENT_TIMEOUT_S, gt=0, le=86_400)
 
 
 class FileSource(StageModel):
@@ -150,6 +172,9 @@ def _embedded(stage: IngestStage, task_id: str) -> Any:
         source_conn_id=src.connection,
         source_table=src.table,
         columns=src.columns,
+        exclude_columns=src.exclude_columns,
+        connect_timeout=src.connect_timeout_seconds,
+        statement_timeout=src.statement_timeout_seconds,
         target_table=stage.target,
         partition_by=stage.partition_by,
         batch_rows=stage.batch_rows,
