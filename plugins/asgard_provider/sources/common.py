@@ -6,6 +6,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import pyarrow as pa
 
@@ -140,3 +141,16 @@ class Watchdog:
                         f"{what}: no answer within {timeout:g} s (raise connect_timeout_seconds or "
                         "statement_timeout_seconds if the source is just slow)"
                     ) from None
+
+
+def utc_naive(value: object, what: str) -> datetime:
+    """Parse an ISO timestamp (``Z`` allowed); aware values are converted to UTC; the result has no tzinfo."""
+    from datetime import UTC
+
+    try:
+        parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).strip())
+    except ValueError as exc:
+        raise SourceError(f"{what}: {value!r} is not an ISO timestamp") from exc
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed

@@ -42,8 +42,8 @@ class SqlSource(_Columns):
     statement_timeout_seconds: int = Field(default=DEFAULT_STATEMENT_TIMEOUT_S, gt=0, le=86_400)
 
 
-class FileSource(StageModel):
-    """A file export (e.g. the support API's JSON lines)."""
+class FileSource(_Columns):
+    """A local file export (JSON lines, CSV or Parquet)."""
 
     path: str = Field(
         description="the file; `${ASGARD_HOME}`, `${ASGARD_INCLUDE_DIR}` and `${AIRFLOW_HOME}` are expanded at run "
@@ -51,6 +51,42 @@ class FileSource(StageModel):
         json_schema_extra=EXPANDS_ENV,
     )
     format: Literal["jsonl", "csv", "parquet"] = "jsonl"
+
+
+class RestPagination(StageModel):
+    """How a REST API splits a resource into pages."""
+
+    style: Literal["none", "page_number", "cursor", "next_url"] = Field(
+        default="page_number",
+        description="`page_number` (page/per_page until a short page), `cursor` (a cursor from the body), "
+        "`next_url` (a next-page link from the body, same origin only) or `none`",
+    )
+    page_param: str = "page"
+    size_param: str = "per_page"
+    size: int = Field(default=1000, gt=0, le=100_000, description="records per page (`page_number`)")
+    first_page: int = Field(default=1, ge=0)
+    cursor_param: str = "cursor"
+    cursor_path: str = Field(default="next_cursor", description="dot path of the next cursor in the body")
+    next_url_path: str = Field(default="next", description="dot path of the next page's URL in the body")
+
+
+class RestSource(_Columns):
+    """A JSON REST API resource; base URL and credentials come from an Airflow `http` connection, never the config.
+
+    With `incremental: {cursor: updated_at}` on the stage, the run's data interval is sent as `since_param`
+    (and `until_param`) and only records whose cursor falls in the interval are kept; each run replaces that
+    slice of Bronze.
+    """
+
+    connection: str = Field(description="Airflow connection id of the API (host = base URL; auth from it)")
+    resource: str = Field(description="path under the base URL, e.g. `tickets` or `v2/orders`")
+    params: dict[str, str] = Field(default={}, description="fixed query parameters (no credentials)")
+    record_path: str = Field(default="", description="dot path to the list of records in each body (`data`)")
+    pagination: RestPagination = RestPagination()
+    since_param: str | None = Field(default=None, description="query parameter receiving the interval start")
+    until_param: str | None = Field(default=None, description="query parameter receiving the interval end")
+    connect_timeout_seconds: int = Field(default=DEFAULT_CONNECT_TIMEOUT_S, gt=0, le=3600)
+    read_timeout_seconds: int = Field(default=300, gt=0, le=86_400, description="longest wait for one page")
 
 
 class AirbyteSource(StageModel):
@@ -77,19 +113,22 @@ class IngestStage(StageModel):
 
     name: str
     engine: Literal["embedded", "airbyte"] = "embedded"
-    source: SqlSource | FileSource | None = None
+    source: SqlSource | FileSource | RestSource | None = None
     airbyte: AirbyteSource | None = None
     target: TableName
     partition_by: list[str] = []
     batch_rows: int = Field(default=100_000, gt=0)
-    incremental: Incremental | None = Field(default=None, description="interval-keyed reads (SQL sources only)")
+    incremental: Incremental | None = Field(default=None, description="interval-keyed reads (SQL and REST sources)")
 
     @model_validator(mode="after")
     def _engine_settings(self) -> IngestStage:
         if self.engine == "embedded" and self.source is None:
             raise ValueError("engine 'embedded' needs 'source' (connection + table, or path + format)")
-        if self.incremental is not None and not isinstance(self.source, SqlSource):
-            raise ValueError("'incremental' needs a database source ('source: {connection, table}')")
+        if self.incremental is not None and not isinstance(self.source, SqlSource | RestSource):
+            raise ValueError(
+                "'incremental' needs a database source ('source: {connection, table}') or a REST source "
+                "('source: {connection, resource}')"
+            )
         if self.engine == "airbyte" and self.airbyte is None:
             raise ValueError("engine 'airbyte' needs 'airbyte: {connection_id: ...}'")
         return self
@@ -106,6 +145,8 @@ def _source(stage: IngestStage) -> str:
         return f"airbyte:{stage.airbyte.connection_id}"
     if isinstance(stage.source, FileSource):
         return f"file:{stage.source.path}"
+    if isinstance(stage.source, RestSource):
+        return f"rest:{stage.source.connection}/{stage.source.resource}"
     assert stage.source is not None
     return f"sql:{stage.source.connection}/{stage.source.table}"
 
@@ -155,7 +196,7 @@ def _incremental(stage: IngestStage) -> dict[str, Any]:
 
 
 def _embedded(stage: IngestStage, task_id: str) -> Any:
-    from asgard_provider.operators.ingest import FileToIcebergOperator, SqlToIcebergOperator
+    from asgard_provider.operators.ingest import FileToIcebergOperator, RestToIcebergOperator, SqlToIcebergOperator
 
     src = stage.source
     if isinstance(src, FileSource):
@@ -163,8 +204,29 @@ def _embedded(stage: IngestStage, task_id: str) -> Any:
             task_id=task_id,
             path=src.path,
             file_format=src.format,
+            columns=src.columns,
+            exclude_columns=src.exclude_columns,
             target_table=stage.target,
             partition_by=stage.partition_by,
+        )
+    if isinstance(src, RestSource):
+        return RestToIcebergOperator(
+            task_id=task_id,
+            rest_conn_id=src.connection,
+            resource=src.resource,
+            params=src.params,
+            record_path=src.record_path,
+            pagination=src.pagination.model_dump(),
+            columns=src.columns,
+            exclude_columns=src.exclude_columns,
+            since_param=src.since_param,
+            until_param=src.until_param,
+            connect_timeout=src.connect_timeout_seconds,
+            read_timeout=src.read_timeout_seconds,
+            target_table=stage.target,
+            partition_by=stage.partition_by,
+            batch_rows=stage.batch_rows,
+            **_incremental(stage),
         )
     assert src is not None  # guaranteed by IngestStage validation
     return SqlToIcebergOperator(
