@@ -21,8 +21,6 @@ from asgard_provider.lineage import LineageMixin, sql_source_namespace
 from asgard_provider.sources.common import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_STATEMENT_TIMEOUT_S
 from asgard_provider.values import expand_env
 
-FILE_FORMATS = ("jsonl", "csv", "parquet")
-
 
 def _snapshot_properties(context: Context, source: str) -> dict[str, str]:
     return {
@@ -194,10 +192,13 @@ def _slice_filter(iceberg: IcebergHook, table: str, cursor: str, lower: datetime
 
 
 class FileToIcebergOperator(LineageMixin, BaseOperator):
-    """Load a JSON-lines, CSV or Parquet file (e.g. a support-API export) into an Iceberg table.
+    """Load JSON-lines, CSV or Parquet files, local or on S3, into an Iceberg table in one atomic commit.
 
-    ``path`` may use ``${ASGARD_HOME}``, ``${ASGARD_INCLUDE_DIR}`` and ``${AIRFLOW_HOME}``
-    (``${ASGARD_HOME}/sources/tickets.jsonl``), expanded at run time; any other variable is refused.
+    ``path`` is one file or a glob (``s3://lake/exports/2025-*/orders-*.parquet``, ``/data/*.csv``); matching
+    files are read in name order. A local path may use ``${ASGARD_HOME}``, ``${ASGARD_INCLUDE_DIR}`` and
+    ``${AIRFLOW_HOME}``, expanded at run time; any other variable is refused. ``s3://`` paths take their
+    credentials from ``conn_id`` (an ``aws`` connection: login = access key, password = secret key, extra
+    ``region_name`` and ``endpoint_url``).
     """
 
     template_fields: Sequence[str] = ("path", "target_table")
@@ -209,6 +210,7 @@ class FileToIcebergOperator(LineageMixin, BaseOperator):
         path: str,
         target_table: str,
         file_format: str = "jsonl",
+        conn_id: str | None = None,
         columns: list[str] | None = None,
         exclude_columns: list[str] | None = None,
         partition_by: Sequence[str] = (),
@@ -220,6 +222,7 @@ class FileToIcebergOperator(LineageMixin, BaseOperator):
         self.path = path
         self.target_table = target_table
         self.file_format = file_format
+        self.conn_id = conn_id
         self.columns = columns
         self.exclude_columns = exclude_columns
         self.partition_by = list(partition_by)
@@ -227,53 +230,50 @@ class FileToIcebergOperator(LineageMixin, BaseOperator):
         self.iceberg_conn_id = iceberg_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        """Stream the file into the target table and return rows written and snapshot id."""
+        """Stream the matching files into the target table and return rows written and snapshot id."""
+        from asgard_provider.sources.common import Columns
+        from asgard_provider.sources.files import FILE_FORMATS, list_files, read_files
+
         split_table_name(self.target_table)
         if self.file_format not in FILE_FORMATS:
             raise SourceError(f"file_format {self.file_format!r} is not one of {', '.join(FILE_FORMATS)}")
-        try:
-            path = Path(expand_env(self.path))
-        except ValueError as exc:
-            raise SourceError(f"source file {self.path}: {exc}") from None
-        if not path.is_file():  # named as configured: an expanded value is not echoed
-            raise SourceError(f"source file {self.path} does not exist")
-        from asgard_provider.sources.common import Columns
-
-        batches = Columns.of(self.columns, self.exclude_columns).apply(self._batches(path), f"source file {self.path}")
-        result = IcebergHook(self.iceberg_conn_id).write(
+        filesystem, path = self._filesystem()
+        files = list_files(filesystem, path)
+        self.log.info("%s: %d file(s) match", self.path, len(files))
+        batches = Columns.of(self.columns, self.exclude_columns).apply(
+            read_files(filesystem, files, self.file_format, self.block_bytes), f"source file {self.path}"
+        )
+        iceberg = IcebergHook(self.iceberg_conn_id)
+        result = iceberg.write(
             self.target_table,
             batches,
             mode="overwrite",
             partition_by=self.partition_by,
-            snapshot_properties=_snapshot_properties(context, str(path)),
+            snapshot_properties=_snapshot_properties(context, self.path),
         )
         self.log.info(
-            "%s -> %s: %s rows (snapshot %s)", path, result["table"], result["rows_written"], result["snapshot_id"]
+            "%s -> %s: %s rows (snapshot %s)", self.path, result["table"], result["rows_written"], result["snapshot_id"]
         )
         publish(context, result["table"], snapshot_id=result["snapshot_id"], rows_written=result["rows_written"])
-        self.lineage_input(str(path), namespace="file")
-        written = IcebergHook(self.iceberg_conn_id).load_table(result["table"])
-        self.lineage_output(result["table"], table=written, rows=result["rows_written"])
+        self.lineage_input(self.path, namespace="s3" if self.path.startswith("s3://") else "file")
+        self.lineage_output(result["table"], table=iceberg.load_table(result["table"]), rows=result["rows_written"])
         return result
 
-    def _batches(self, path: Path) -> Iterator[pa.RecordBatch]:
+    def _filesystem(self) -> tuple[Any, str]:
+        """Return the filesystem and the path in it (``bucket/key`` on S3, an absolute local path)."""
+        from pyarrow import fs
+
+        from asgard_provider.sources.files import is_remote
+
+        if is_remote(self.path):
+            from asgard_provider.hooks.object_store import ObjectStoreHook
+
+            return ObjectStoreHook(self.conn_id).credentials.filesystem(), self.path[len("s3://") :]
         try:
-            if self.file_format == "parquet":
-                import pyarrow.parquet as pq
-
-                yield from pq.ParquetFile(path).iter_batches()
-                return
-            if self.file_format == "csv":
-                import pyarrow.csv as pcsv
-
-                reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=self.block_bytes))
-            else:
-                import pyarrow.json as pjson
-
-                reader = pjson.open_json(path, read_options=pjson.ReadOptions(block_size=self.block_bytes))
-            yield from reader
-        except pa.ArrowInvalid as exc:
-            raise SourceError(f"cannot parse {self.file_format} file {self.path}: {exc}") from exc
+            local = Path(expand_env(self.path)).absolute()
+        except ValueError as exc:
+            raise SourceError(f"source file {self.path}: {exc}") from None
+        return fs.LocalFileSystem(), str(local)
 
 
 class RestToIcebergOperator(LineageMixin, BaseOperator):

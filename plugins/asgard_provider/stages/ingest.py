@@ -43,14 +43,19 @@ class SqlSource(_Columns):
 
 
 class FileSource(_Columns):
-    """A local file export (JSON lines, CSV or Parquet)."""
+    """Files, local or in object storage (`s3://`): JSON lines, CSV or Parquet, one path or a glob.
+
+    Matching files are read in name order into one snapshot. `s3://` paths take their credentials from
+    `connection` (an Airflow `aws` connection: access key, secret key, extra `region_name`, `endpoint_url`).
+    """
 
     path: str = Field(
-        description="the file; `${ASGARD_HOME}`, `${ASGARD_INCLUDE_DIR}` and `${AIRFLOW_HOME}` are expanded at run "
-        "time, no other variable",
+        description="a file or glob (`s3://lake/exports/*.parquet`, `${ASGARD_HOME}/sources/*.csv`); "
+        "`${ASGARD_HOME}`, `${ASGARD_INCLUDE_DIR}` and `${AIRFLOW_HOME}` are expanded at run time, no other variable",
         json_schema_extra=EXPANDS_ENV,
     )
     format: Literal["jsonl", "csv", "parquet"] = "jsonl"
+    connection: str | None = Field(default=None, description="Airflow `aws` connection for `s3://` paths")
 
 
 class RestPagination(StageModel):
@@ -204,6 +209,7 @@ def _embedded(stage: IngestStage, task_id: str) -> Any:
             task_id=task_id,
             path=src.path,
             file_format=src.format,
+            conn_id=src.connection,
             columns=src.columns,
             exclude_columns=src.exclude_columns,
             target_table=stage.target,
