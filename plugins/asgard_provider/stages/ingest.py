@@ -34,6 +34,7 @@ class SqlSource(_Columns):
 
     Read through connectorx straight into Arrow. ``connect_timeout_seconds`` bounds reaching the server,
     ``statement_timeout_seconds`` the wait for each batch of rows (PostgreSQL also enforces it on the server).
+    Example: `source: {connection: crm_db, table: public.customers, exclude_columns: [email, phone]}`.
     """
 
     connection: str = Field(description="Airflow connection id of the source database")
@@ -47,6 +48,7 @@ class FileSource(_Columns):
 
     Matching files are read in name order into one snapshot. `s3://` paths take their credentials from
     `connection` (an Airflow `aws` connection: access key, secret key, extra `region_name`, `endpoint_url`).
+    Example: `source: {path: "s3://lake/exports/orders-*.parquet", format: parquet, connection: lake_s3}`.
     """
 
     path: str = Field(
@@ -80,7 +82,9 @@ class RestSource(_Columns):
 
     With `incremental: {cursor: updated_at}` on the stage, the run's data interval is sent as `since_param`
     (and `until_param`) and only records whose cursor falls in the interval are kept; each run replaces that
-    slice of Bronze.
+    slice of Bronze. Example: `source: {connection: support_api, resource: tickets, record_path: data,
+    pagination: {style: page_number, size: 1000}}` with `incremental: {cursor: updated_at}` and
+    `since_param: updated_since`.
     """
 
     connection: str = Field(description="Airflow connection id of the API (host = base URL; auth from it)")
