@@ -25,6 +25,9 @@ export AIRFLOW_CONN_ASGARD_PAYMENTS_DB ?= {"conn_type": "sqlite", "host": "$(ASG
 export AIRFLOW_CONN_ASGARD_EMR_DB ?= {"conn_type": "sqlite", "host": "$(ASGARD_HOME)/sources/readmission/emr.db"}
 export AIRFLOW_CONN_ASGARD_LABS_DB ?= {"conn_type": "sqlite", "host": "$(ASGARD_HOME)/sources/readmission/labs.db"}
 export AIRFLOW_VAR_ASGARD_PSEUDONYM_SECRET ?= demo-only-pseudonym-secret
+# The demo's support API (asgard_demo.support_api), serving the generated tickets on 127.0.0.1.
+export ASGARD_SUPPORT_API_PORT ?= 8765
+export AIRFLOW_CONN_ASGARD_SUPPORT_API ?= {"conn_type": "http", "host": "http://127.0.0.1:$(ASGARD_SUPPORT_API_PORT)"}
 
 # The demo data is as of today (UTC), so the runs a scheduler creates for an unpaused DAG find data.
 DEMO_DATE ?= $(shell date -u +%F)
@@ -72,7 +75,9 @@ demo: install data airflow-db
 	$(BIN)/asgard validate --strict
 	@# `dags test` cannot reuse a logical date that already has a run: forget the previous demo run first.
 	@$(BIN)/airflow dags delete customer_churn --yes > /dev/null 2>&1 || true
-	$(BIN)/airflow dags test customer_churn $(DEMO_DATE)T06:00:00+00:00
+	@$(PYTHON) -m asgard_demo.support_api --sources $(ASGARD_HOME)/sources --port $(ASGARD_SUPPORT_API_PORT) & \
+	  api=$$!; trap "kill $$api" EXIT; sleep 2; \
+	  $(BIN)/airflow dags test customer_churn $(DEMO_DATE)T06:00:00+00:00
 	$(PYTHON) -m asgard_demo.report --as-of $(DEMO_DATE)
 
 report:

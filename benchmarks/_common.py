@@ -22,6 +22,15 @@ AIRFLOW = REPO / ".venv" / "bin" / "airflow"
 AS_OF = datetime.now(UTC).date().isoformat()
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def isolated_env(home: Path, *, sources: str = "sqlite", db: str | None = None) -> dict[str, str]:
     """Environment of `make demo` with ASGARD_HOME/AIRFLOW_HOME under ``home`` (nothing shared with .asgard/)."""
     env = dict(os.environ)
@@ -49,6 +58,10 @@ def isolated_env(home: Path, *, sources: str = "sqlite", db: str | None = None) 
         transactions = {"conn_type": "mysql", "host": "127.0.0.1", "port": 3306, "login": "root", "schema": db}
     env["AIRFLOW_CONN_ASGARD_CUSTOMERS_DB"] = json.dumps(customers)
     env["AIRFLOW_CONN_ASGARD_TRANSACTIONS_DB"] = json.dumps(transactions)
+    # The demo's support API (asgard_demo.support_api.serve), started around each run on this port.
+    env["ASGARD_SUPPORT_API_PORT"] = str(free_port())
+    support = {"conn_type": "http", "host": f"http://127.0.0.1:{env['ASGARD_SUPPORT_API_PORT']}"}
+    env["AIRFLOW_CONN_ASGARD_SUPPORT_API"] = json.dumps(support)
     (home / "airflow").mkdir(parents=True, exist_ok=True)
     return env
 

@@ -164,7 +164,10 @@ def bench_scale(
 
     out = home / "dag_result.json"
     t0 = time.perf_counter()
-    run([PYTHON, __file__, "--run-dag", out], env, log=home / "dag_test.log")
+    from asgard_demo.support_api import serve
+
+    with serve(home / "sources", port=int(env["ASGARD_SUPPORT_API_PORT"])):
+        run([PYTHON, __file__, "--run-dag", out], env, log=home / "dag_test.log")
     process_wall = time.perf_counter() - t0
     dag_result = json.loads(out.read_text())
     if dag_result["state"] != "success":

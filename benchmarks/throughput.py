@@ -9,19 +9,31 @@ Loads the demo sources into a scratch database (customers in PostgreSQL, transac
 inference), and reports for each task the rows it handled (its return value), rows/s, and the peak RSS of the
 process tree (Airflow process + Spark JVM + training subprocess) sampled every 0.2 s while it ran.
 The scratch databases are dropped afterwards.
+
+    .venv/bin/python benchmarks/throughput.py --ingest-only --scale 10
+
+only loads the sources and compares the ingestion paths side by side, each reading the table and writing it to
+a Bronze Iceberg table in one commit: the previous row-by-row path (SQLAlchemy tuples -> ``pa.array`` per
+column, as SqlSourceHook did before the Arrow readers) against :class:`SqlSourceHook` (ADBC for PostgreSQL and
+SQLite, connectorx for MariaDB). ``--db NAME --sources DIR`` reuses sources loaded before.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import load_average, table
+from _common import AS_OF, PYTHON, load_average, run, table
 from e2e import bench_scale
 
 SCRATCH_DB = "asgard_bench_throughput"
@@ -74,11 +86,104 @@ def report(res: dict) -> None:
     print(f"\npeak RSS of the whole run (process tree): {peak:.0f} MiB")
 
 
+#: (label, connection type, source table) of the ingest comparison; the scratch DB name is the schema/database.
+INGEST_SOURCES = (
+    ("PostgreSQL customers", "postgres", "customers"),
+    ("MariaDB transactions", "mysql", "transactions"),
+    ("SQLite customers", "sqlite", "customers"),
+    ("SQLite transactions", "sqlite", "transactions"),
+)
+
+
+def _connection(kind: str, db: str, sources: Path, table: str) -> dict[str, object]:
+    if kind == "sqlite":
+        return {"conn_type": "sqlite", "host": str(sources / f"{table}.db")}
+    port, login = (5432, "postgres") if kind == "postgres" else (3306, "root")
+    return {"conn_type": kind, "host": "127.0.0.1", "port": port, "login": login, "schema": db}
+
+
+def _old_batches(conn: dict[str, object], table: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The previous path: SQLAlchemy rows, one ``pa.array`` per column and batch."""
+    from sqlalchemy import create_engine, text
+
+    kind = conn["conn_type"]
+    if kind == "sqlite":
+        url = f"sqlite:///{conn['host']}"
+    else:
+        driver = "postgresql+psycopg2" if kind == "postgres" else "mysql+pymysql"
+        url = f"{driver}://{conn['login']}@{conn['host']}:{conn['port']}/{conn['schema']}"
+    with create_engine(url).connect() as c:
+        result = c.execution_options(stream_results=True, yield_per=batch_rows).execute(text(f"SELECT * FROM {table}"))
+        names = list(result.keys())
+        for rows in result.partitions(batch_rows):
+            cols = [pa.array(list(col)) for col in zip(*rows, strict=True)]
+            yield pa.RecordBatch.from_arrays(cols, names=names)
+
+
+def _timed_ingest(batches: Iterator[pa.RecordBatch], target: str) -> tuple[int, float]:
+    """Write ``batches`` to ``target`` in one commit; return rows and seconds."""
+    from asgard_provider.hooks.iceberg import IcebergHook
+
+    start = time.perf_counter()
+    rows = IcebergHook().write(target, batches, mode="overwrite")["rows_written"]
+    return int(rows), time.perf_counter() - start
+
+
+def compare_ingest(scale: float, workdir: Path, db: str | None, sources: Path | None, old: bool) -> None:
+    """Load the sources (unless given), then ingest each with the old and the new path; print both."""
+    import os
+
+    if db is None or sources is None:
+        db, sources = SCRATCH_DB, workdir / "sources"
+        drop_scratch()
+        gen = [PYTHON, "-m", "asgard_demo.data", "--out", sources, "--scale", scale, "--as-of", AS_OF]
+        gen += ["--postgres", f"postgresql://postgres@127.0.0.1:5432/{db}"]
+        gen += ["--mysql", f"mysql+pymysql://root@127.0.0.1:3306/{db}"]
+        seconds = run(gen)
+        print(f"[{scale:g}x] sources loaded in {seconds:.0f}s", flush=True)
+    os.environ["ASGARD_HOME"] = str(workdir / "home")
+    _timed_ingest(iter([pa.record_batch({"x": [1]})]), "bronze.warm_up")  # imports and catalog set-up, untimed
+    rows = []
+    for label, kind, source_table in INGEST_SOURCES:
+        conn = _connection(kind, db, sources, source_table)
+        os.environ["AIRFLOW_CONN_BENCH_SOURCE"] = json.dumps(conn)
+        from asgard_provider.hooks.sql_source import SqlSourceHook
+
+        new = _timed_ingest(
+            SqlSourceHook("bench_source").stream_table(source_table), f"bronze.new_{kind}_{source_table}"
+        )
+        old_batches = _old_batches(conn, source_table, 100_000)
+        before = _timed_ingest(old_batches, f"bronze.old_{kind}_{source_table}") if old else None
+        row: list[object] = [label, new[0], new[1], round(new[0] / new[1])]
+        if before is not None:
+            row += [before[1], round(before[0] / before[1]), f"{before[1] / new[1]:.1f}x"]
+        rows.append(row)
+        print(f"  {label}: {row[1:]}", flush=True)
+    print(f"\n## ingestion at {scale:g}x seed scale: read + one Iceberg commit ({load_average()})\n")
+    head = ["source", "rows", "new s", "new rows/s"]
+    print(table(head + (["old s", "old rows/s", "speed-up"] if old else []), rows))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\npeak RSS of the benchmark process: {peak:.0f} MiB (batches of 100,000 rows)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, nargs="+", default=[1.0])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--ingest-only", action="store_true", help="compare the ingestion paths only")
+    parser.add_argument("--no-old", action="store_true", help="with --ingest-only: skip the old row-by-row path")
+    parser.add_argument("--db", help="with --ingest-only: scratch database already loaded")
+    parser.add_argument("--sources", type=Path, help="with --ingest-only: the SQLite sources of --db")
     args = parser.parse_args()
+    if args.ingest_only:
+        for scale in args.scale:
+            with tempfile.TemporaryDirectory(prefix="asgard-bench-ingest-") as tmp:
+                try:
+                    compare_ingest(scale, Path(tmp), args.db, args.sources, old=not args.no_old)
+                finally:
+                    if args.db is None:
+                        drop_scratch()
+        return
     results = []
     with tempfile.TemporaryDirectory(prefix="asgard-bench-throughput-") as tmp:
         try:

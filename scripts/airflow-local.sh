@@ -5,7 +5,8 @@
 #
 # Settings (environment): ASGARD_HOME, AIRFLOW_HOME (required); ASGARD_AIRFLOW_PORT (8080),
 # ASGARD_MLFLOW_PORT (5000), ASGARD_AIRFLOW_DB (asgard_airflow), ASGARD_PG (postgresql://postgres@127.0.0.1:5432),
-# ASGARD_ADMIN_PASSWORD (generated once and kept in $AIRFLOW_HOME/passwords.json).
+# ASGARD_ADMIN_PASSWORD (generated once and kept in $AIRFLOW_HOME/passwords.json), ASGARD_SUPPORT_API_PORT (8765:
+# the demo's support API, started when $ASGARD_HOME/sources holds the generated tickets).
 set -euo pipefail
 : "${ASGARD_HOME:?set ASGARD_HOME}" "${AIRFLOW_HOME:?set AIRFLOW_HOME}"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,6 +14,8 @@ BIN=${BIN:-$ROOT/.venv/bin}
 PORT=${ASGARD_AIRFLOW_PORT:-8080}
 MLFLOW_PORT=${ASGARD_MLFLOW_PORT:-5000}
 DB=${ASGARD_AIRFLOW_DB:-asgard_airflow}
+SUPPORT_PORT=${ASGARD_SUPPORT_API_PORT:-8765}
+export AIRFLOW_CONN_ASGARD_SUPPORT_API=${AIRFLOW_CONN_ASGARD_SUPPORT_API:-"{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SUPPORT_PORT\"}"}
 PG=${ASGARD_PG:-postgresql://postgres@127.0.0.1:5432}
 LOGS=$ASGARD_HOME/logs
 mkdir -p "$LOGS" "$AIRFLOW_HOME" "$ASGARD_HOME/mlflow/artifacts"
@@ -66,6 +69,9 @@ start() {  # name, command...: its own process group, output in $LOGS/<name>.log
 start mlflow "$BIN/mlflow" server --host 127.0.0.1 --port "$MLFLOW_PORT" \
   --backend-store-uri "sqlite:///$ASGARD_HOME/mlflow/mlflow.db" \
   --artifacts-destination "file://$ASGARD_HOME/mlflow/artifacts" --workers 1
+if [ -f "$ASGARD_HOME/sources/support_tickets.jsonl" ]; then
+  start support-api "$BIN/python" -m asgard_demo.support_api --sources "$ASGARD_HOME/sources" --port "$SUPPORT_PORT"
+fi
 start api-server "$BIN/airflow" api-server --port "$PORT"
 start scheduler "$BIN/airflow" scheduler
 start dag-processor "$BIN/airflow" dag-processor

@@ -59,7 +59,21 @@ def embedded_sources(request: pytest.FixtureRequest, asgard_home: Path, monkeypa
         transactions = {"conn_type": "mysql", "host": "127.0.0.1", "port": 3306, "login": "root", "schema": db}
     monkeypatch.setenv("AIRFLOW_CONN_ASGARD_CUSTOMERS_DB", json.dumps(customers))
     monkeypatch.setenv("AIRFLOW_CONN_ASGARD_TRANSACTIONS_DB", json.dumps(transactions))
+    start_support_api(request, out, monkeypatch)
     return manifest
+
+
+def start_support_api(request: pytest.FixtureRequest, sources: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Serve the generated tickets on 127.0.0.1 for the test (with a bearer token) and point the connection at it."""
+    from asgard_demo.support_api import serve
+
+    token = "e2e-support-token"
+    server = serve(sources, token=token)
+    api = server.__enter__()
+    request.addfinalizer(lambda: server.__exit__(None, None, None))
+    connection = {"conn_type": "http", "host": api.url, "password": token, "extra": {"auth": "bearer"}}
+    monkeypatch.setenv("AIRFLOW_CONN_ASGARD_SUPPORT_API", json.dumps(connection))
+    return api.url
 
 
 #: Audit columns that record when a row was written (or by which model run and version), not what it says.

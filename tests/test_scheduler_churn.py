@@ -65,6 +65,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
             "ASGARD_DBT_MANIFESTS": os.environ["ASGARD_DBT_MANIFESTS"],
             "ASGARD_AIRFLOW_PORT": str(port),
             "ASGARD_MLFLOW_PORT": str(mlflow_port),
+            "ASGARD_SUPPORT_API_PORT": str(_free_port()),  # the launcher starts the demo's support API
             "ASGARD_AIRFLOW_DB": DB,
             "ASGARD_ADMIN_PASSWORD": PASSWORD,
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),

@@ -67,7 +67,7 @@ def _new_pipeline(args: argparse.Namespace) -> int:
 
     base = _include(args)
     try:
-        written = create_pipeline(args.name, base, _dags(args, base))
+        written = create_pipeline(args.name, base, _dags(args, base), args.source)
     except PipelineConfigError as exc:
         print(f"FAIL {exc}", file=sys.stderr)
         return 1
@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         "--include-dir", help="the bundle's include/ folder (default: $ASGARD_INCLUDE_DIR or the repo's)"
     )
     pipeline.add_argument("--dags-dir", help="the bundle's dags/ folder (default: next to include/)")
+    pipeline.add_argument(
+        "--source", default="file", choices=["file", "sql", "rest", "s3"], help="the ingest source to start from"
+    )
     pipeline.set_defaults(func=_new_pipeline)
 
     show = sub.add_parser("show", help="stages, tasks and tables read/written of pipeline NAME")

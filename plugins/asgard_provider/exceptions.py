@@ -34,6 +34,10 @@ class SourceError(AsgardError):
     """A source system (database, file, API) could not be read."""
 
 
+class SourceCancelled(SourceError):
+    """A source read stopped because its task was told to terminate (SIGTERM)."""
+
+
 class TransformError(AsgardError):
     """A Spark or dbt transformation failed; the message carries the engine's error and the SQL file."""
 

@@ -30,9 +30,7 @@ tags: [__NAME__]
 
 ingest:
   - name: ingest___NAME__
-    # A file export; for a database use `source: {connection: <airflow conn id>, table: <table>}`.
-    source: {path: "${ASGARD_HOME}/sources/__NAME__.jsonl", format: jsonl}
-    target: bronze.__NAME___events
+__SOURCE__    target: bronze.__NAME___events
 
 transform:
   - name: clean___NAME__
@@ -315,7 +313,32 @@ dag = dag_from_file(__file__)
 '''
 
 
-def scaffold_files(name: str) -> dict[str, str]:
+#: The ingest ``source:`` each ``asgard new pipeline --source KIND`` writes (credentials stay in connections).
+SOURCE_TEMPLATES = {
+    "file": """\
+    # A file export (JSON lines, CSV or Parquet; a glob reads several files into one snapshot).
+    source: {path: "${ASGARD_HOME}/sources/__NAME__.jsonl", format: jsonl}
+""",
+    "sql": """\
+    # A database table (PostgreSQL, MySQL/MariaDB, SQLite); the connection holds host, user and password.
+    source: {connection: __NAME___db, table: public.__NAME___events, exclude_columns: []}
+""",
+    "rest": """\
+    # A JSON REST API: the http connection holds the base URL and the token (extra {"auth": "bearer"}).
+    source:
+      connection: __NAME___api
+      resource: events
+      record_path: data
+      pagination: {style: page_number, page_param: page, size_param: per_page, size: 1000}
+""",
+    "s3": """\
+    # Objects in S3 or an S3-compatible store; the aws connection holds the keys (extra endpoint_url, region_name).
+    source: {path: "s3://__NAME__-exports/events/*.parquet", format: parquet, connection: __NAME___s3}
+""",
+}
+
+
+def scaffold_files(name: str, source: str = "file") -> dict[str, str]:
     """Relative path (``include/...`` or ``dags/...``) -> content of every file of a new pipeline ``name``."""
     if not is_name(name, _MAX_LENGTH):
         raise PipelineConfigError(
@@ -336,13 +359,16 @@ def scaffold_files(name: str) -> dict[str, str]:
         f"include/training/{_PLACEHOLDER}_training.py": _TRAINING,
         f"dags/{_PLACEHOLDER}.py": _DAG,
     }
+    if source not in SOURCE_TEMPLATES:
+        raise PipelineConfigError(name, [f"--source {source!r}: use one of {', '.join(SOURCE_TEMPLATES)}"])
+    files = {path: text.replace("__SOURCE__", SOURCE_TEMPLATES[source]) for path, text in files.items()}
     return {path.replace(_PLACEHOLDER, name): text.replace(_PLACEHOLDER, name) for path, text in files.items()}
 
 
-def create_pipeline(name: str, include: Path, dags: Path) -> list[Path]:
+def create_pipeline(name: str, include: Path, dags: Path, source: str = "file") -> list[Path]:
     """Write the scaffold of ``name`` under ``include``/``dags``; refuse to overwrite any existing file."""
     planned = []
-    for rel, text in scaffold_files(name).items():
+    for rel, text in scaffold_files(name, source).items():
         top, rest = rel.split("/", 1)
         planned.append(((include if top == "include" else dags) / rest, text))
     existing = [str(path) for path, _ in planned if path.exists()]

@@ -249,3 +249,18 @@ def test_strict_refuses_a_dag_stub_the_dag_processor_would_skip(
         f"DAG file {dags / 'skipped.py'} does not contain the word(s) 'airflow', so the DAG processor skips it" in out
     )
     assert _run(capsys, "validate")[0] == 0, "without --strict the DAG files are not checked"
+
+
+@pytest.mark.parametrize("source", ["sql", "rest", "s3"])
+def test_new_pipeline_scaffolds_each_source_kind(
+    bundle: tuple[Path, Path], capsys: pytest.CaptureFixture[str], source: str
+) -> None:
+    from asgard_provider.pipeline.config import load_pipeline_config
+    from asgard_provider.stages.ingest import FileSource, RestSource, SqlSource
+
+    include, _ = bundle
+    code, _, err = _run(capsys, "new", "pipeline", "store_sales", "--source", source)
+    assert code == 0, err
+    config = load_pipeline_config(include / "pipelines" / "store_sales.yaml", base_dir=include)
+    kind = {"sql": SqlSource, "rest": RestSource, "s3": FileSource}[source]
+    assert isinstance(config.ingest[0].source, kind)

@@ -3,27 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from functools import cached_property
-from typing import Any
 
 import pyarrow as pa
 from airflow.sdk import BaseHook
 
-from asgard_provider.exceptions import SourceError
-
-_DRIVERS = {
-    "postgres": "postgresql+psycopg2",
-    "postgresql": "postgresql+psycopg2",
-    "mysql": "mysql+pymysql",
-    "mariadb": "mysql+pymysql",
-}
+from asgard_provider.exceptions import SourceCancelled, SourceError
+from asgard_provider.sources.common import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_STATEMENT_TIMEOUT_S,
+    Columns,
+    Watchdog,
+    first_line,
+    mask,
+)
+from asgard_provider.sources.sql import DIALECTS, Dialect, SqlEndpoint, read_batches, select_sql
 
 
 class SqlSourceHook(BaseHook):
-    """Stream rows of a source database table as Arrow record batches.
+    """Stream rows of a source database table as Arrow record batches (connectorx, binary protocols).
 
-    The Airflow connection's type picks the driver: ``sqlite`` (host = database file path), ``postgres``,
-    ``mysql``. Passwords stay in the connection; they never appear in logs or errors.
+    The Airflow connection's type picks the dialect: ``sqlite`` (host = database file path), ``postgres``,
+    ``mysql``. Passwords stay in the connection; they never appear in logs or errors. Reads run under a
+    :class:`~asgard_provider.sources.common.Watchdog`: connect and statement timeouts hold even when the
+    server accepts and never answers, and :meth:`cancel` (the operator's ``on_kill``) stops a read at once.
     """
 
     conn_name_attr = "source_conn_id"
@@ -31,15 +35,22 @@ class SqlSourceHook(BaseHook):
     conn_type = "asgard_sql_source"
     hook_name = "SQL source (Asgard)"
 
-    def __init__(self, source_conn_id: str = default_conn_name) -> None:
+    def __init__(
+        self,
+        source_conn_id: str = default_conn_name,
+        *,
+        connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_S,
+        statement_timeout: int = DEFAULT_STATEMENT_TIMEOUT_S,
+    ) -> None:
         super().__init__()
         self.source_conn_id = source_conn_id
+        self.connect_timeout = connect_timeout
+        self.statement_timeout = statement_timeout
+        self._watchdog = Watchdog()
 
     @cached_property
-    def sqlalchemy_url(self) -> Any:
-        """SQLAlchemy URL built from the Airflow connection."""
-        from sqlalchemy.engine import URL
-
+    def endpoint(self) -> SqlEndpoint:
+        """The source database as the Airflow connection describes it."""
         try:
             conn = self.get_connection(self.source_conn_id)
         except Exception as exc:
@@ -48,103 +59,98 @@ class SqlSourceHook(BaseHook):
                 f"(set AIRFLOW_CONN_{self.source_conn_id.upper()} or add it in the UI)"
             ) from exc
         conn_type = (conn.conn_type or "").lower()
-        if conn_type == "sqlite":
-            path = conn.host or conn.schema
-            if not path:
-                raise SourceError(f"sqlite connection {self.source_conn_id!r} has no database path in 'host'")
-            return URL.create("sqlite", database=path)
-        if conn_type not in _DRIVERS:
+        dialect = DIALECTS.get(conn_type)
+        if dialect is None:
             raise SourceError(
                 f"connection {self.source_conn_id!r} has type {conn.conn_type!r}; use sqlite, postgres or mysql"
             )
-        return URL.create(
-            _DRIVERS[conn_type],
-            username=conn.login or None,
-            password=conn.password or None,
-            host=conn.host or None,
+        if dialect == "sqlite":
+            path = conn.host or conn.schema
+            if not path:
+                raise SourceError(f"sqlite connection {self.source_conn_id!r} has no database path in 'host'")
+            return SqlEndpoint("sqlite", database=path)
+        return SqlEndpoint(
+            dialect,
+            database=conn.schema or "",
+            host=conn.host or "127.0.0.1",
             port=conn.port or None,
-            database=conn.schema or None,
+            user=conn.login or "",
+            password=conn.password or "",
         )
 
-    @cached_property
-    def engine(self) -> Any:
-        """SQLAlchemy engine (pool_pre_ping so a dropped server is noticed early)."""
-        from sqlalchemy import create_engine
-
-        return create_engine(self.sqlalchemy_url, pool_pre_ping=True)
-
-    def get_conn(self) -> Any:
-        """Return the SQLAlchemy engine."""
-        return self.engine
+    def get_conn(self) -> SqlEndpoint:
+        """Return the source endpoint (connections are opened per read)."""
+        return self.endpoint
 
     @property
-    def dialect_name(self) -> str:
-        """SQLAlchemy dialect of the source: ``sqlite``, ``postgresql`` or ``mysql``."""
-        return str(self.engine.dialect.name)
+    def dialect_name(self) -> Dialect:
+        """Dialect of the source: ``sqlite``, ``postgresql`` or ``mysql``."""
+        return self.endpoint.dialect
 
-    def quote(self, identifier: str) -> str:
-        """Quote an identifier for this database's dialect."""
-        return str(self.engine.dialect.identifier_preparer.quote(identifier))
+    def cancel(self) -> None:
+        """Stop the running read (called from a SIGTERM handler through the operator's ``on_kill``)."""
+        self._watchdog.cancel()
 
     def stream_table(
         self,
         table: str,
         *,
         columns: list[str] | None = None,
+        exclude_columns: list[str] | None = None,
         cursor_column: str | None = None,
-        lower: Any = None,
-        upper: Any = None,
+        lower: datetime | None = None,
+        upper: datetime | None = None,
         batch_rows: int = 100_000,
     ) -> Iterator[pa.RecordBatch]:
         """Yield Arrow batches of ``table``; with ``cursor_column``, only rows with lower <= cursor < upper."""
-        from sqlalchemy import text
+        endpoint = self.endpoint
+        sql = select_sql(table, endpoint.dialect, columns=columns, cursor=cursor_column, lower=lower, upper=upper)
+        what = f"reading table {table!r} from connection {self.source_conn_id!r}"
 
-        cols = ", ".join(self.quote(c) for c in columns) if columns else "*"
-        sql = f"SELECT {cols} FROM {self.quote(table)}"  # noqa: S608 - identifiers are quoted by the dialect
-        params: dict[str, Any] = {}
-        if cursor_column:
-            cursor = self.quote(cursor_column)
-            clauses = []
-            if lower is not None:
-                clauses.append(f"{cursor} >= :lower")
-                params["lower"] = lower
-            if upper is not None:
-                clauses.append(f"{cursor} < :upper")
-                params["upper"] = upper
-            if clauses:
-                sql += " WHERE " + " AND ".join(clauses)
-            sql += f" ORDER BY {cursor}"
+        def produce() -> Iterator[pa.RecordBatch]:
+            return read_batches(
+                endpoint,
+                sql,
+                batch_rows=batch_rows,
+                connect_timeout=self.connect_timeout,
+                statement_timeout=self.statement_timeout,
+            )
+
+        batches = self._watchdog.run(
+            produce,
+            first_timeout=self.connect_timeout + self.statement_timeout,
+            next_timeout=self.statement_timeout,
+            what=what,
+        )
         try:
-            with self.engine.connect() as conn:
-                result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(text(sql), params)
-                names = list(result.keys())
-                for rows in result.partitions(batch_rows):
-                    yield _rows_to_batch(names, rows)
+            yield from Columns.of(columns, exclude_columns).apply(batches, f"source table {table!r}")
         except SourceError:
             raise
         except Exception as exc:
-            raise SourceError(
-                f"reading table {table!r} from connection {self.source_conn_id!r} failed: "
-                f"{type(exc).__name__}: {_first_line(exc)}"
-            ) from exc
+            message = mask(first_line(exc), [endpoint.password])
+            raise SourceError(f"{what} failed: {type(exc).__name__}: {message}") from None
 
     def test_connection(self) -> tuple[bool, str]:
-        """Open a connection and run ``SELECT 1``."""
-        from sqlalchemy import text
-
+        """Run ``SELECT 1`` on the source."""
         try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+            endpoint = self.endpoint
+            batches = self._watchdog.run(
+                lambda: read_batches(
+                    endpoint, "SELECT 1", batch_rows=1, connect_timeout=self.connect_timeout, statement_timeout=60
+                ),
+                first_timeout=self.connect_timeout + 60,
+                next_timeout=60,
+                what=f"connection {self.source_conn_id!r}",
+            )
+            list(batches)
+        except (SourceError, SourceCancelled) as exc:
+            return False, str(exc)
         except Exception as exc:
-            return False, _first_line(exc)
+            return False, mask(first_line(exc), [self._password()])
         return True, "connection works"
 
-
-def _rows_to_batch(names: list[str], rows: list[Any]) -> pa.RecordBatch:
-    columns: list[list[Any]] = [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in names]
-    arrays = [pa.array(col) for col in columns]
-    return pa.RecordBatch.from_arrays(arrays, names=names)
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    def _password(self) -> str:
+        try:
+            return self.endpoint.password
+        except SourceError:
+            return ""

@@ -15,11 +15,11 @@ from asgard_provider.assets import publish
 from asgard_provider.catalog import split_table_name
 from asgard_provider.exceptions import SourceError
 from asgard_provider.hooks.iceberg import IcebergHook
+from asgard_provider.hooks.rest_source import RestSourceHook
 from asgard_provider.hooks.sql_source import SqlSourceHook
 from asgard_provider.lineage import LineageMixin, sql_source_namespace
+from asgard_provider.sources.common import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_STATEMENT_TIMEOUT_S
 from asgard_provider.values import expand_env
-
-FILE_FORMATS = ("jsonl", "csv", "parquet")
 
 
 def _snapshot_properties(context: Context, source: str) -> dict[str, str]:
@@ -44,6 +44,8 @@ class SqlToIcebergOperator(LineageMixin, BaseOperator):
     :param interval_start: inclusive lower bound (templated, e.g. ``{{ data_interval_start }}``).
     :param interval_end: exclusive upper bound (templated, e.g. ``{{ data_interval_end }}``).
     :param full_refresh: ignore the cursor and reload the whole table (templated, e.g. ``{{ params.full_refresh }}``).
+    :param columns: columns to copy (default: all); ``exclude_columns``: columns never copied.
+    :param connect_timeout: seconds to reach the source; ``statement_timeout``: seconds it may take per batch.
     """
 
     template_fields: Sequence[str] = ("source_table", "target_table", "interval_start", "interval_end", "full_refresh")
@@ -56,8 +58,11 @@ class SqlToIcebergOperator(LineageMixin, BaseOperator):
         source_table: str,
         target_table: str,
         columns: list[str] | None = None,
+        exclude_columns: list[str] | None = None,
         partition_by: Sequence[str] = (),
         batch_rows: int = 100_000,
+        connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_S,
+        statement_timeout: int = DEFAULT_STATEMENT_TIMEOUT_S,
         cursor_column: str | None = None,
         interval_start: str | None = None,
         interval_end: str | None = None,
@@ -74,30 +79,46 @@ class SqlToIcebergOperator(LineageMixin, BaseOperator):
         self.source_table = source_table
         self.target_table = target_table
         self.columns = columns
+        self.exclude_columns = exclude_columns
         self.partition_by = list(partition_by)
         self.batch_rows = batch_rows
+        self.connect_timeout = connect_timeout
+        self.statement_timeout = statement_timeout
         self.iceberg_conn_id = iceberg_conn_id
+        self._source: SqlSourceHook | None = None
+
+    def on_kill(self) -> None:
+        """Stop a running read (Airflow calls this on SIGTERM); the write then never commits."""
+        if self._source is not None:
+            self._source.cancel()
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Stream the source table into the target table and return rows written and snapshot id."""
         split_table_name(self.target_table)
-        source = SqlSourceHook(self.source_conn_id)
+        source = self._source = SqlSourceHook(
+            self.source_conn_id, connect_timeout=self.connect_timeout, statement_timeout=self.statement_timeout
+        )
         iceberg = IcebergHook(self.iceberg_conn_id)
         props = _snapshot_properties(context, f"{self.source_conn_id}:{self.source_table}")
         window = self._window()
         overwrite_filter = None
         if window is None:
-            batches = source.stream_table(self.source_table, columns=self.columns, batch_rows=self.batch_rows)
-        else:
-            lower, upper = window
-            cursor = str(self.cursor_column)
-            as_text = source.dialect_name == "sqlite"  # SQLite stores timestamps as text 'YYYY-MM-DD HH:MM:SS'
             batches = source.stream_table(
                 self.source_table,
                 columns=self.columns,
+                exclude_columns=self.exclude_columns,
+                batch_rows=self.batch_rows,
+            )
+        else:
+            lower, upper = window
+            cursor = str(self.cursor_column)
+            batches = source.stream_table(
+                self.source_table,
+                columns=self.columns,
+                exclude_columns=self.exclude_columns,
                 cursor_column=cursor,
-                lower=_sql_bound(lower, as_text),
-                upper=_sql_bound(upper, as_text),
+                lower=lower,
+                upper=upper,
                 batch_rows=self.batch_rows,
             )
             overwrite_filter = _slice_filter(iceberg, self.target_table, cursor, lower, upper)
@@ -135,20 +156,7 @@ class SqlToIcebergOperator(LineageMixin, BaseOperator):
 
     def _window(self) -> tuple[datetime, datetime] | None:
         """Return the interval to read, or None for a full refresh."""
-        if not self.cursor_column or _truthy(self.full_refresh):
-            return None
-        if not self.interval_start or not self.interval_end:
-            raise SourceError(
-                f"incremental read of {self.source_table!r} by {self.cursor_column!r} needs interval_start and "
-                "interval_end (the run's data interval); trigger with full_refresh to reload everything"
-            )
-        lower, upper = _utc_naive(self.interval_start), _utc_naive(self.interval_end)
-        if not lower < upper:
-            raise SourceError(
-                f"empty data interval [{lower}, {upper}) for {self.source_table!r}: the DAG needs a schedule with "
-                "data intervals (cron), or trigger with full_refresh"
-            )
-        return lower, upper
+        return _window(self.cursor_column, self.interval_start, self.interval_end, self.full_refresh, self.source_table)
 
 
 def _truthy(value: bool | str) -> bool:
@@ -168,10 +176,6 @@ def _utc_naive(value: str | datetime) -> datetime:
     return parsed
 
 
-def _sql_bound(value: datetime, as_text: bool) -> Any:
-    return value.isoformat(sep=" ") if as_text else value
-
-
 def _slice_filter(iceberg: IcebergHook, table: str, cursor: str, lower: datetime, upper: datetime) -> str:
     """Iceberg filter selecting the rows of ``table`` whose ``cursor`` lies in [lower, upper)."""
     if not iceberg.table_exists(table):
@@ -188,10 +192,13 @@ def _slice_filter(iceberg: IcebergHook, table: str, cursor: str, lower: datetime
 
 
 class FileToIcebergOperator(LineageMixin, BaseOperator):
-    """Load a JSON-lines, CSV or Parquet file (e.g. a support-API export) into an Iceberg table.
+    """Load JSON-lines, CSV or Parquet files, local or on S3, into an Iceberg table in one atomic commit.
 
-    ``path`` may use ``${ASGARD_HOME}``, ``${ASGARD_INCLUDE_DIR}`` and ``${AIRFLOW_HOME}``
-    (``${ASGARD_HOME}/sources/tickets.jsonl``), expanded at run time; any other variable is refused.
+    ``path`` is one file or a glob (``s3://lake/exports/2025-*/orders-*.parquet``, ``/data/*.csv``); matching
+    files are read in name order. A local path may use ``${ASGARD_HOME}``, ``${ASGARD_INCLUDE_DIR}`` and
+    ``${AIRFLOW_HOME}``, expanded at run time; any other variable is refused. ``s3://`` paths take their
+    credentials from ``conn_id`` (an ``aws`` connection: login = access key, password = secret key, extra
+    ``region_name`` and ``endpoint_url``).
     """
 
     template_fields: Sequence[str] = ("path", "target_table")
@@ -203,6 +210,9 @@ class FileToIcebergOperator(LineageMixin, BaseOperator):
         path: str,
         target_table: str,
         file_format: str = "jsonl",
+        conn_id: str | None = None,
+        columns: list[str] | None = None,
+        exclude_columns: list[str] | None = None,
         partition_by: Sequence[str] = (),
         block_bytes: int = 16 << 20,
         iceberg_conn_id: str = IcebergHook.default_conn_name,
@@ -212,52 +222,214 @@ class FileToIcebergOperator(LineageMixin, BaseOperator):
         self.path = path
         self.target_table = target_table
         self.file_format = file_format
+        self.conn_id = conn_id
+        self.columns = columns
+        self.exclude_columns = exclude_columns
         self.partition_by = list(partition_by)
         self.block_bytes = block_bytes
         self.iceberg_conn_id = iceberg_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        """Stream the file into the target table and return rows written and snapshot id."""
+        """Stream the matching files into the target table and return rows written and snapshot id."""
+        from asgard_provider.sources.common import Columns
+        from asgard_provider.sources.files import FILE_FORMATS, list_files, read_files
+
         split_table_name(self.target_table)
         if self.file_format not in FILE_FORMATS:
             raise SourceError(f"file_format {self.file_format!r} is not one of {', '.join(FILE_FORMATS)}")
-        try:
-            path = Path(expand_env(self.path))
-        except ValueError as exc:
-            raise SourceError(f"source file {self.path}: {exc}") from None
-        if not path.is_file():  # named as configured: an expanded value is not echoed
-            raise SourceError(f"source file {self.path} does not exist")
-        result = IcebergHook(self.iceberg_conn_id).write(
+        filesystem, path = self._filesystem()
+        files = list_files(filesystem, path)
+        self.log.info("%s: %d file(s) match", self.path, len(files))
+        batches = Columns.of(self.columns, self.exclude_columns).apply(
+            read_files(filesystem, files, self.file_format, self.block_bytes), f"source file {self.path}"
+        )
+        iceberg = IcebergHook(self.iceberg_conn_id)
+        result = iceberg.write(
             self.target_table,
-            self._batches(path),
+            batches,
             mode="overwrite",
             partition_by=self.partition_by,
-            snapshot_properties=_snapshot_properties(context, str(path)),
+            snapshot_properties=_snapshot_properties(context, self.path),
         )
         self.log.info(
-            "%s -> %s: %s rows (snapshot %s)", path, result["table"], result["rows_written"], result["snapshot_id"]
+            "%s -> %s: %s rows (snapshot %s)", self.path, result["table"], result["rows_written"], result["snapshot_id"]
         )
         publish(context, result["table"], snapshot_id=result["snapshot_id"], rows_written=result["rows_written"])
-        self.lineage_input(str(path), namespace="file")
-        written = IcebergHook(self.iceberg_conn_id).load_table(result["table"])
-        self.lineage_output(result["table"], table=written, rows=result["rows_written"])
+        self.lineage_input(self.path, namespace="s3" if self.path.startswith("s3://") else "file")
+        self.lineage_output(result["table"], table=iceberg.load_table(result["table"]), rows=result["rows_written"])
         return result
 
-    def _batches(self, path: Path) -> Iterator[pa.RecordBatch]:
+    def _filesystem(self) -> tuple[Any, str]:
+        """Return the filesystem and the path in it (``bucket/key`` on S3, an absolute local path)."""
+        from pyarrow import fs
+
+        from asgard_provider.sources.files import is_remote
+
+        if is_remote(self.path):
+            from asgard_provider.hooks.object_store import ObjectStoreHook
+
+            return ObjectStoreHook(self.conn_id).credentials.filesystem(), self.path[len("s3://") :]
         try:
-            if self.file_format == "parquet":
-                import pyarrow.parquet as pq
+            local = Path(expand_env(self.path)).absolute()
+        except ValueError as exc:
+            raise SourceError(f"source file {self.path}: {exc}") from None
+        return fs.LocalFileSystem(), str(local)
 
-                yield from pq.ParquetFile(path).iter_batches()
-                return
-            if self.file_format == "csv":
-                import pyarrow.csv as pcsv
 
-                reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=self.block_bytes))
-            else:
-                import pyarrow.json as pjson
+class RestToIcebergOperator(LineageMixin, BaseOperator):
+    """Copy a paginated JSON REST resource into an Iceberg table in one atomic commit.
 
-                reader = pjson.open_json(path, read_options=pjson.ReadOptions(block_size=self.block_bytes))
-            yield from reader
-        except pa.ArrowInvalid as exc:
-            raise SourceError(f"cannot parse {self.file_format} file {self.path}: {exc}") from exc
+    Full refresh by default. With ``cursor_column``, the run's interval is sent as ``since_param`` (and
+    ``until_param``) query parameters, records whose cursor lies outside ``[interval_start, interval_end)``
+    are dropped, the cursor is stored as a timestamp, and exactly that slice of the target is replaced.
+
+    :param rest_conn_id: Airflow connection of the API (base URL and credentials).
+    :param resource: path under the base URL, e.g. ``tickets``.
+    :param params: fixed query parameters (no credentials: those come from the connection).
+    :param record_path: dot-separated keys to the list of records in each body (``""``: the body is the list).
+    :param pagination: :class:`~asgard_provider.sources.rest.Pagination` fields, e.g. ``{"style": "page_number"}``.
+    """
+
+    template_fields: Sequence[str] = ("target_table", "interval_start", "interval_end", "full_refresh")
+    ui_color = "#cd7f32"
+
+    def __init__(
+        self,
+        *,
+        rest_conn_id: str,
+        resource: str,
+        target_table: str,
+        params: dict[str, str] | None = None,
+        record_path: str = "",
+        pagination: dict[str, Any] | None = None,
+        columns: list[str] | None = None,
+        exclude_columns: list[str] | None = None,
+        partition_by: Sequence[str] = (),
+        batch_rows: int = 100_000,
+        cursor_column: str | None = None,
+        since_param: str | None = None,
+        until_param: str | None = None,
+        interval_start: str | None = None,
+        interval_end: str | None = None,
+        full_refresh: bool | str = False,
+        connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_S,
+        read_timeout: int = DEFAULT_STATEMENT_TIMEOUT_S,
+        iceberg_conn_id: str = IcebergHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.rest_conn_id = rest_conn_id
+        self.resource = resource
+        self.target_table = target_table
+        self.params = dict(params or {})
+        self.record_path = record_path
+        self.pagination = dict(pagination or {})
+        self.columns = columns
+        self.exclude_columns = exclude_columns
+        self.partition_by = list(partition_by)
+        self.batch_rows = batch_rows
+        self.cursor_column = cursor_column
+        self.since_param = since_param
+        self.until_param = until_param
+        self.interval_start = interval_start
+        self.interval_end = interval_end
+        self.full_refresh = full_refresh
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.iceberg_conn_id = iceberg_conn_id
+        self._source: RestSourceHook | None = None
+
+    def on_kill(self) -> None:
+        """Stop a running read (Airflow calls this on SIGTERM); the write then never commits."""
+        if self._source is not None:
+            self._source.cancel()
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Read every page into the target table and return rows written and snapshot id."""
+        from asgard_provider.hooks.rest_source import RestSourceHook
+        from asgard_provider.sources.common import Columns
+        from asgard_provider.sources.rest import Pagination, RestRequest
+
+        split_table_name(self.target_table)
+        source = self._source = RestSourceHook(
+            self.rest_conn_id, connect_timeout=self.connect_timeout, read_timeout=self.read_timeout
+        )
+        iceberg = IcebergHook(self.iceberg_conn_id)
+        props = _snapshot_properties(context, f"{self.rest_conn_id}:{self.resource}")
+        window = _window(self.cursor_column, self.interval_start, self.interval_end, self.full_refresh, self.resource)
+        params = dict(self.params)
+        overwrite_filter = None
+        if window is not None:
+            cursor = str(self.cursor_column)
+            if self.since_param:
+                params[self.since_param] = window[0].isoformat() + "Z"
+            if self.until_param:
+                params[self.until_param] = window[1].isoformat() + "Z"
+            overwrite_filter = _slice_filter(iceberg, self.target_table, cursor, *window)
+            props["asgard.interval"] = f"[{window[0].isoformat()}, {window[1].isoformat()})"
+        request = RestRequest(
+            self.resource, params=params, record_path=self.record_path, pagination=Pagination(**self.pagination)
+        )
+        batches = source.stream(
+            request,
+            columns=Columns.of(self.columns, self.exclude_columns),
+            batch_rows=self.batch_rows,
+            cursor=self.cursor_column if window else None,
+            window=window,
+        )
+        return _write_and_publish(
+            self, context, iceberg, batches, overwrite_filter, props, f"{source.endpoint.base_url}/{self.resource}"
+        )
+
+
+def _window(
+    cursor: str | None, start: str | None, end: str | None, full_refresh: bool | str, source: str
+) -> tuple[datetime, datetime] | None:
+    """Return the interval to read, or None for a full refresh."""
+    if not cursor or _truthy(full_refresh):
+        return None
+    if not start or not end:
+        raise SourceError(
+            f"incremental read of {source!r} by {cursor!r} needs interval_start and interval_end (the run's data "
+            "interval); trigger with full_refresh to reload everything"
+        )
+    lower, upper = _utc_naive(start), _utc_naive(end)
+    if not lower < upper:
+        raise SourceError(
+            f"empty data interval [{lower}, {upper}) for {source!r}: the DAG needs a schedule with data intervals "
+            "(cron), or trigger with full_refresh"
+        )
+    return lower, upper
+
+
+def _write_and_publish(
+    op: Any,
+    context: Context,
+    iceberg: IcebergHook,
+    batches: Iterator[pa.RecordBatch],
+    overwrite_filter: str | None,
+    props: dict[str, str],
+    lineage_name: str,
+) -> dict[str, Any]:
+    """Write ``batches`` in one commit (a no-op for an empty interval of a missing table) and publish it."""
+    if overwrite_filter is not None:
+        first = next(batches, None)
+        if first is None and not iceberg.table_exists(op.target_table):
+            op.log.info("no rows in this interval and %s does not exist yet: nothing to do", op.target_table)
+            return {"table": ".".join(split_table_name(op.target_table)), "rows_written": 0, "snapshot_id": None}
+        batches = itertools.chain([first] if first is not None else [], batches)
+    result = iceberg.write(
+        op.target_table,
+        batches,
+        mode="overwrite",
+        overwrite_filter=overwrite_filter,
+        partition_by=op.partition_by,
+        snapshot_properties=props,
+    )
+    op.log.info(
+        "%s -> %s: %s rows (snapshot %s)", lineage_name, result["table"], result["rows_written"], result["snapshot_id"]
+    )
+    publish(context, result["table"], snapshot_id=result["snapshot_id"], rows_written=result["rows_written"])
+    op.lineage_input(lineage_name, namespace="http")
+    op.lineage_output(result["table"], table=iceberg.load_table(result["table"]), rows=result["rows_written"])
+    return result

@@ -8,27 +8,94 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from asgard_provider.sources.common import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_STATEMENT_TIMEOUT_S
 from asgard_provider.stages.base import Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
 from asgard_provider.values import EXPANDS_ENV
 
 
-class SqlSource(StageModel):
-    """A table in a relational database reached through an Airflow connection."""
+class _Columns(StageModel):
+    """Which source columns land in Bronze: personal data listed in ``exclude_columns`` never does."""
+
+    columns: list[str] | None = Field(default=None, description="columns to copy (default: all)")
+    exclude_columns: list[str] = Field(
+        default=[], description="columns never copied into Bronze (e.g. personal data); each must exist"
+    )
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> _Columns:
+        both = sorted(set(self.columns or ()) & set(self.exclude_columns))
+        if both:
+            raise ValueError(f"{', '.join(both)} both in 'columns' and 'exclude_columns'")
+        return self
+
+
+class SqlSource(_Columns):
+    """A table in a relational database (PostgreSQL, MySQL/MariaDB, SQLite) reached through an Airflow connection.
+
+    Read through connectorx straight into Arrow. ``connect_timeout_seconds`` bounds reaching the server,
+    ``statement_timeout_seconds`` the wait for each batch of rows (PostgreSQL also enforces it on the server).
+    Example: `source: {connection: crm_db, table: public.customers, exclude_columns: [email, phone]}`.
+    """
 
     connection: str = Field(description="Airflow connection id of the source database")
-    table: str = Field(description="source table name")
-    columns: list[str] | None = Field(default=None, description="columns to copy (default: all)")
+    table: str = Field(description="source table, `table` or schema-qualified `schema.table` (`public.customers`)")
+    connect_timeout_seconds: int = Field(default=DEFAULT_CONNECT_TIMEOUT_S, gt=0, le=3600)
+    statement_timeout_seconds: int = Field(default=DEFAULT_STATEMENT_TIMEOUT_S, gt=0, le=86_400)
 
 
-class FileSource(StageModel):
-    """A file export (e.g. the support API's JSON lines)."""
+class FileSource(_Columns):
+    """Files, local or in object storage (`s3://`): JSON lines, CSV or Parquet, one path or a glob.
+
+    Matching files are read in name order into one snapshot. `s3://` paths take their credentials from
+    `connection` (an Airflow `aws` connection: access key, secret key, extra `region_name`, `endpoint_url`).
+    Example: `source: {path: "s3://lake/exports/orders-*.parquet", format: parquet, connection: lake_s3}`.
+    """
 
     path: str = Field(
-        description="the file; `${ASGARD_HOME}`, `${ASGARD_INCLUDE_DIR}` and `${AIRFLOW_HOME}` are expanded at run "
-        "time, no other variable",
+        description="a file or glob (`s3://lake/exports/*.parquet`, `${ASGARD_HOME}/sources/*.csv`); "
+        "`${ASGARD_HOME}`, `${ASGARD_INCLUDE_DIR}` and `${AIRFLOW_HOME}` are expanded at run time, no other variable",
         json_schema_extra=EXPANDS_ENV,
     )
     format: Literal["jsonl", "csv", "parquet"] = "jsonl"
+    connection: str | None = Field(default=None, description="Airflow `aws` connection for `s3://` paths")
+
+
+class RestPagination(StageModel):
+    """How a REST API splits a resource into pages."""
+
+    style: Literal["none", "page_number", "cursor", "next_url"] = Field(
+        default="page_number",
+        description="`page_number` (page/per_page until a short page), `cursor` (a cursor from the body), "
+        "`next_url` (a next-page link from the body, same origin only) or `none`",
+    )
+    page_param: str = "page"
+    size_param: str = "per_page"
+    size: int = Field(default=1000, gt=0, le=100_000, description="records per page (`page_number`)")
+    first_page: int = Field(default=1, ge=0)
+    cursor_param: str = "cursor"
+    cursor_path: str = Field(default="next_cursor", description="dot path of the next cursor in the body")
+    next_url_path: str = Field(default="next", description="dot path of the next page's URL in the body")
+
+
+class RestSource(_Columns):
+    """A JSON REST API resource; base URL and credentials come from an Airflow `http` connection, never the config.
+
+    With `incremental: {cursor: updated_at}` on the stage, the run's data interval is sent as `since_param`
+    (and `until_param`) and only records whose cursor falls in the interval are kept; each run replaces that
+    slice of Bronze. Example: `source: {connection: support_api, resource: tickets, record_path: data,
+    pagination: {style: page_number, size: 1000}}` with `incremental: {cursor: updated_at}` and
+    `since_param: updated_since`.
+    """
+
+    connection: str = Field(description="Airflow connection id of the API (host = base URL; auth from it)")
+    resource: str = Field(description="path under the base URL, e.g. `tickets` or `v2/orders`")
+    params: dict[str, str] = Field(default={}, description="fixed query parameters (no credentials)")
+    record_path: str = Field(default="", description="dot path to the list of records in each body (`data`)")
+    pagination: RestPagination = RestPagination()
+    since_param: str | None = Field(default=None, description="query parameter receiving the interval start")
+    until_param: str | None = Field(default=None, description="query parameter receiving the interval end")
+    connect_timeout_seconds: int = Field(default=DEFAULT_CONNECT_TIMEOUT_S, gt=0, le=3600)
+    read_timeout_seconds: int = Field(default=300, gt=0, le=86_400, description="longest wait for one page")
 
 
 class AirbyteSource(StageModel):
@@ -55,19 +122,22 @@ class IngestStage(StageModel):
 
     name: str
     engine: Literal["embedded", "airbyte"] = "embedded"
-    source: SqlSource | FileSource | None = None
+    source: SqlSource | FileSource | RestSource | None = None
     airbyte: AirbyteSource | None = None
     target: TableName
     partition_by: list[str] = []
     batch_rows: int = Field(default=100_000, gt=0)
-    incremental: Incremental | None = Field(default=None, description="interval-keyed reads (SQL sources only)")
+    incremental: Incremental | None = Field(default=None, description="interval-keyed reads (SQL and REST sources)")
 
     @model_validator(mode="after")
     def _engine_settings(self) -> IngestStage:
         if self.engine == "embedded" and self.source is None:
             raise ValueError("engine 'embedded' needs 'source' (connection + table, or path + format)")
-        if self.incremental is not None and not isinstance(self.source, SqlSource):
-            raise ValueError("'incremental' needs a database source ('source: {connection, table}')")
+        if self.incremental is not None and not isinstance(self.source, SqlSource | RestSource):
+            raise ValueError(
+                "'incremental' needs a database source ('source: {connection, table}') or a REST source "
+                "('source: {connection, resource}')"
+            )
         if self.engine == "airbyte" and self.airbyte is None:
             raise ValueError("engine 'airbyte' needs 'airbyte: {connection_id: ...}'")
         return self
@@ -84,6 +154,8 @@ def _source(stage: IngestStage) -> str:
         return f"airbyte:{stage.airbyte.connection_id}"
     if isinstance(stage.source, FileSource):
         return f"file:{stage.source.path}"
+    if isinstance(stage.source, RestSource):
+        return f"rest:{stage.source.connection}/{stage.source.resource}"
     assert stage.source is not None
     return f"sql:{stage.source.connection}/{stage.source.table}"
 
@@ -133,7 +205,7 @@ def _incremental(stage: IngestStage) -> dict[str, Any]:
 
 
 def _embedded(stage: IngestStage, task_id: str) -> Any:
-    from asgard_provider.operators.ingest import FileToIcebergOperator, SqlToIcebergOperator
+    from asgard_provider.operators.ingest import FileToIcebergOperator, RestToIcebergOperator, SqlToIcebergOperator
 
     src = stage.source
     if isinstance(src, FileSource):
@@ -141,8 +213,30 @@ def _embedded(stage: IngestStage, task_id: str) -> Any:
             task_id=task_id,
             path=src.path,
             file_format=src.format,
+            conn_id=src.connection,
+            columns=src.columns,
+            exclude_columns=src.exclude_columns,
             target_table=stage.target,
             partition_by=stage.partition_by,
+        )
+    if isinstance(src, RestSource):
+        return RestToIcebergOperator(
+            task_id=task_id,
+            rest_conn_id=src.connection,
+            resource=src.resource,
+            params=src.params,
+            record_path=src.record_path,
+            pagination=src.pagination.model_dump(),
+            columns=src.columns,
+            exclude_columns=src.exclude_columns,
+            since_param=src.since_param,
+            until_param=src.until_param,
+            connect_timeout=src.connect_timeout_seconds,
+            read_timeout=src.read_timeout_seconds,
+            target_table=stage.target,
+            partition_by=stage.partition_by,
+            batch_rows=stage.batch_rows,
+            **_incremental(stage),
         )
     assert src is not None  # guaranteed by IngestStage validation
     return SqlToIcebergOperator(
@@ -150,6 +244,9 @@ def _embedded(stage: IngestStage, task_id: str) -> Any:
         source_conn_id=src.connection,
         source_table=src.table,
         columns=src.columns,
+        exclude_columns=src.exclude_columns,
+        connect_timeout=src.connect_timeout_seconds,
+        statement_timeout=src.statement_timeout_seconds,
         target_table=stage.target,
         partition_by=stage.partition_by,
         batch_rows=stage.batch_rows,
