@@ -61,6 +61,8 @@ class TrainingContext:
     experiment_name: str = ""
     #: Iceberg snapshot of ``label_table`` read for the labels (pinned by the operator; ``None``: current).
     label_snapshot_id: int | None = None
+    #: ML task type of the pipeline (``train.task``): what the logged model must be able to predict.
+    task: str = "binary_classification"
 
     @classmethod
     def from_env(cls) -> TrainingContext:
@@ -133,12 +135,22 @@ class TrainingContext:
             raise TrainingError(f"Feast historical retrieval of {self.features} failed: {exc}") from exc
         return frame.sort_values([EVENT_TIMESTAMP, self.entity_key], ignore_index=True)
 
+    def check_model(self, model: Any) -> None:
+        """Raise :class:`~asgard_provider.exceptions.ModelTaskError` unless ``model`` fits :attr:`task`.
+
+        The operator checks the logged model the same way before registering it; calling this before
+        ``log_model`` fails the script sooner, with the same error naming ``train.task``.
+        """
+        from asgard_provider.evaluation import check_model
+
+        check_model(model, self.task)
+
     def split(self, frame: Any, holdout_fraction: float = HOLDOUT_FRACTION, salt: str = "asgard") -> tuple[Any, Any]:
         """Split ``frame`` into (train, holdout) by a hash of the entity key.
 
         An entity lands in the holdout when ``sha256(salt:key)`` falls in the lowest ``holdout_fraction`` of
-        the hash range, whatever else is in the frame: every snapshot of one customer is on the same side,
-        and a customer held out today was held out (never trained on) by earlier runs too, so the current
+        the hash range, whatever else is in the frame: every snapshot of one entity is on the same side,
+        and an entity held out today was held out (never trained on) by earlier runs too, so the current
         champion can be evaluated fairly on a new run's holdout.
         """
         if not 0 < holdout_fraction < 1:
