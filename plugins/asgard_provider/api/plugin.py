@@ -1,7 +1,7 @@
 """The Airflow plugin: ``airflow api-server`` mounts the Asgard API under ``/asgard`` (entry point ``airflow.plugins``).
 
-The default model for ``/score`` comes from ``$ASGARD_SERVE_PIPELINE`` (a pipeline id) or is
-``customer_churn_predictor``; models load on their first request, so the api-server starts without them.
+The default model for ``/score`` comes from ``$ASGARD_SERVE_PIPELINE`` (a pipeline id; without it requests
+must name their model); models load on their first request, so the api-server starts without them.
 """
 
 from __future__ import annotations
