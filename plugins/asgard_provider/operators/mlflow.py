@@ -144,7 +144,7 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
         features: Sequence[str],
         label_table: str,
         label_column: str,
-        entity_key: str,
+        entity_key: str | Sequence[str],
         timestamp_field: str,
         hyperparameters: dict[str, Any] | str | None = None,
         task: str = evaluation.BINARY,
@@ -171,7 +171,7 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
         self.features = list(features)
         self.label_table = label_table
         self.label_column = label_column
-        self.entity_key = entity_key
+        self.entity_keys = [entity_key] if isinstance(entity_key, str) else list(entity_key)
         self.timestamp_field = timestamp_field
         self.hyperparameters: dict[str, Any] | str = (
             hyperparameters if isinstance(hyperparameters, str) else dict(hyperparameters or {})
@@ -192,6 +192,11 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
         self.feast_conn_id = feast_conn_id
         self.iceberg_conn_id = iceberg_conn_id
         self._proc: subprocess.Popen[str] | None = None
+
+    @property
+    def entity_key(self) -> str:
+        """The entity's first key column (the only one unless the key is composite)."""
+        return self.entity_keys[0]
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Run the script in a new MLflow run; register, gate and promote its model."""
@@ -310,6 +315,7 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
             label_table=self.label_table,
             label_column=self.label_column,
             entity_key=self.entity_key,
+            entity_keys=self.entity_keys,
             timestamp_field=self.timestamp_field,
             catalog=IcebergHook(self.iceberg_conn_id).settings.as_dict(),
             params=self._hyperparameters(),

@@ -141,7 +141,7 @@ def build(node: Node, base: Path) -> Built:
         model_alias=stage.model_alias,
         feature_refs=features.feature_refs(),
         entity_table=features.source_table,
-        entity_key=features.join_key,
+        entity_key=features.keys,
         timestamp_field=features.timestamp_field,
         as_of=AS_OF,
         scope=stage.scope,

@@ -128,7 +128,7 @@ def build(node: Node, base: Path) -> Built:
         feature_sources={features.feature_view: features.source_table},
         label_table=stage.label_table,
         label_column=stage.label_column,
-        entity_key=features.join_key,
+        entity_key=features.keys,
         timestamp_field=features.timestamp_field,
         hyperparameters="{{ params.hyperparameters | tojson }}",
         task=stage.task,
