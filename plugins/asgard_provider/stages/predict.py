@@ -35,7 +35,7 @@ class PredictStage(StageModel):
     """Score the rows `scope` selects with the registered model into `output_table`, partitioned by `as_of_date`.
 
     `scope` picks the rows of the features' source table: `latest` each entity's latest row at or before the
-    run's date (one prediction per entity, e.g. churn or demand per store and SKU); `new_events` every row
+    run's date (one prediction per entity, e.g. a risk per account or demand per store and SKU); `new_events` every row
     whose timestamp falls in the run's data interval (e.g. each new transaction for fraud); `all` every row.
     A rerun replaces that date's predictions.
 
