@@ -113,9 +113,9 @@ def test_customer_value_pipeline_end_to_end(airflow_db: Path, sources: dict) -> 
     assert len(predictions) == len(latest) > 0
     assert set(predictions["customer_id"]) == set(latest["customer_id"])
     assert predictions["customer_id"].is_unique
-    assert predictions["churn_probability"].between(0, 1).all()
+    assert predictions["high_value_probability"].between(0, 1).all()
     assert set(predictions["model_version"].astype(str)) == {str(champion.version)}
     # Customers predicted high value spent more recently than the others (the model ranks by value, not at random).
     scored = predictions.merge(latest[["customer_id", "spend_90d"]], on="customer_id")
-    top = scored["churn_probability"] >= scored["churn_probability"].quantile(0.75)
+    top = scored["high_value_probability"] >= scored["high_value_probability"].quantile(0.75)
     assert scored.loc[top, "spend_90d"].mean() > 2 * scored.loc[~top, "spend_90d"].mean()

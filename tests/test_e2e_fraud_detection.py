@@ -14,7 +14,7 @@ SCALE = 0.15  # 300 cards, about 9,000 transactions
 LABEL_DELAY_DAYS = 7
 WARMUP_DAYS = 30
 #: Column the predict stage writes the probability to.
-PROBABILITY = "churn_probability"
+PROBABILITY = "fraud_probability"
 
 
 @pytest.fixture

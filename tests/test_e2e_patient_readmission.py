@@ -16,7 +16,7 @@ SCALE = 0.15  # 3,000 patients, about 5,000 admissions
 READMISSION_DAYS = 30
 SECRET = "test-pseudonym-secret"
 #: Column the predict stage writes the probability to.
-PROBABILITY = "churn_probability"
+PROBABILITY = "readmission_probability"
 #: Identifiers that may exist only in the source systems (the MRN reaches Bronze, which needs it to link rows).
 IDENTIFIERS = ("full_name", "ssn", "date_of_birth", "street_address", "phone")
 SSN = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")

@@ -50,6 +50,10 @@ class TrainingError(AsgardError):
     """A training script failed or produced no usable model."""
 
 
+class ModelTaskError(TrainingError):
+    """The model a training script logged does not fit the pipeline's ML task type (``train.task``)."""
+
+
 class InferenceError(AsgardError):
     """Batch scoring failed."""
 

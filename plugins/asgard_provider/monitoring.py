@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    from asgard_provider.evaluation import Predictions
 
 #: Run artifact the training operator writes with the profile of the holdout predictions; batch inference
 #: compares the scored rows' predictions with it.
@@ -70,6 +76,21 @@ def frame_profile(frame: Any, columns: Iterable[str]) -> dict[str, dict[str, Any
     return {column: profile(frame[column].to_numpy(dtype="float64", na_value=np.nan)) for column in columns}
 
 
+def prediction_profiles(predictions: Predictions) -> dict[str, Any]:
+    """Profile a model's holdout predictions, logged as :data:`PREDICTION_PROFILE_ARTIFACT`.
+
+    ``prediction``: the probability of class 1 (binary), the predicted number (regression) or the probability
+    of the predicted class (multiclass); multiclass also gets ``classes``, one profile per class probability.
+    """
+    if predictions.probabilities is None or predictions.task != "multiclass_classification":
+        return {"prediction": profile(predictions.values)}
+    proba = predictions.probabilities
+    return {
+        "prediction": profile(proba.max(axis=1)),
+        "classes": {str(c): profile(proba[:, i]) for i, c in enumerate(predictions.classes)},
+    }
+
+
 def psi(expected: Iterable[float], actual_counts: Iterable[int]) -> float:
     """Return the population stability index of observed bin counts against the reference bin shares."""
     reference = np.maximum(np.asarray(list(expected), dtype="float64"), EPSILON)
@@ -125,3 +146,130 @@ class RunningStats:
     def psi_against(self, reference: Mapping[str, Any]) -> float:
         """PSI of the accumulated counts against a :func:`profile` with the same edges."""
         return psi(reference["shares"], self.counts)
+
+
+def reference_profile(reference: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """Return profile ``prediction`` or ``class:<label>`` of a model's reference (``{}`` when not logged)."""
+    if key.startswith("class:"):
+        return dict(reference.get("classes", {}).get(key.removeprefix("class:"), {}))
+    return dict(reference.get("prediction", {}))
+
+
+def monitoring_schema() -> pa.Schema:
+    """Columns of the monitoring table: one row per scored date and feature, plus one per prediction column."""
+    return pa.schema(
+        [
+            pa.field("as_of_date", pa.date32()),
+            pa.field("kind", pa.string()),  # "feature" or "prediction"
+            pa.field("name", pa.string()),
+            pa.field("rows", pa.int64()),
+            pa.field("mean", pa.float64()),
+            pa.field("std", pa.float64()),
+            pa.field("min", pa.float64()),
+            pa.field("max", pa.float64()),
+            pa.field("null_rate", pa.float64()),
+            pa.field("reference_mean", pa.float64()),
+            pa.field("psi", pa.float64()),
+            pa.field("drifted", pa.bool_()),
+            pa.field("positive_rate", pa.float64()),
+            pa.field("share_high", pa.float64()),
+            pa.field("share_medium", pa.float64()),
+            pa.field("share_low", pa.float64()),
+            pa.field("model_name", pa.string()),
+            pa.field("model_version", pa.string()),
+            pa.field("reference_run_id", pa.string()),
+            pa.field("computed_at", pa.timestamp("us", tz="UTC")),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class MonitoringReport:
+    """One scored date's drift statistics: the monitoring table rows and what they say."""
+
+    rows: list[dict[str, Any]]
+    #: PSI of each feature against the training set (``None``: no reference)
+    feature_psi: dict[str, float | None]
+    #: PSI of each prediction column against the holdout predictions
+    prediction_psi: dict[str, float | None]
+    drifted_features: list[str]
+    drifted_predictions: list[str]
+    #: summary of the first prediction column (mean, std, PSI; class shares for a binary task)
+    prediction: dict[str, Any]
+    reference_run_id: str | None
+
+    @property
+    def max_feature_psi(self) -> float | None:
+        """Largest known feature PSI."""
+        known = [v for v in self.feature_psi.values() if v is not None]
+        return max(known) if known else None
+
+    def table(self) -> pa.Table:
+        """Return the rows as an Arrow table of :func:`monitoring_schema`."""
+        return pa.Table.from_pylist(self.rows, schema=monitoring_schema())
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) or math.isinf(value) else float(value)
+
+
+def monitoring_report(
+    stats: Mapping[str, RunningStats],
+    predictions: Mapping[str, str],
+    levels: Mapping[str, int] | None,
+    reference: Mapping[str, Any],
+    *,
+    as_of: date,
+    model: tuple[str, str],
+    computed_at: datetime,
+    drift_threshold: float = DRIFT_THRESHOLD,
+) -> MonitoringReport:
+    """Compare what scoring saw with the training run's reference profiles.
+
+    :param stats: running stats of every feature and prediction column.
+    :param predictions: prediction column -> its reference profile key (``prediction`` or ``class:<label>``).
+    :param levels: risk-level and positive counts (binary tasks), else ``None``.
+    :param model: (model name, version).
+    """
+    features = reference.get("features", {})
+    rows, psi = [], {}
+    for name, running in stats.items():
+        ref = reference_profile(reference, predictions[name]) if name in predictions else features.get(name)
+        value = _finite(running.psi_against(ref)) if ref and running.rows else None
+        psi[name] = value
+        is_prediction = name in predictions
+        total = running.rows or 1
+        shares = levels if is_prediction and levels is not None else None
+        rows.append(
+            {
+                "as_of_date": as_of,
+                "kind": "prediction" if is_prediction else "feature",
+                "name": name,
+                "rows": running.rows,
+                **{k: _finite(v) for k, v in running.summary().items()},
+                "reference_mean": _finite(ref.get("mean")) if ref else None,
+                "psi": value,
+                "drifted": None if value is None else value > drift_threshold,
+                "positive_rate": shares["positive"] / total if shares else None,
+                "share_high": shares["high"] / total if shares else None,
+                "share_medium": shares["medium"] / total if shares else None,
+                "share_low": shares["low"] / total if shares else None,
+                "model_name": model[0],
+                "model_version": model[1],
+                "reference_run_id": reference.get("run_id"),
+                "computed_at": computed_at,
+            }
+        )
+    feature_psi = {k: v for k, v in psi.items() if k not in predictions}
+    prediction_psi = {k: v for k, v in psi.items() if k in predictions}
+    first = next(r for r in rows if r["name"] == next(iter(predictions)))
+    summary_keys = ("psi", "mean", "std", "positive_rate", "share_high", "share_medium", "share_low")
+    return MonitoringReport(
+        rows=rows,
+        feature_psi=feature_psi,
+        prediction_psi=prediction_psi,
+        drifted_features=sorted(k for k, v in feature_psi.items() if v is not None and v > drift_threshold),
+        drifted_predictions=sorted(k for k, v in prediction_psi.items() if v is not None and v > drift_threshold),
+        prediction={k: first[k] for k in summary_keys},
+        reference_run_id=reference.get("run_id"),
+    )

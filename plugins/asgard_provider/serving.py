@@ -1,15 +1,17 @@
-"""Score one customer online: features from the Feast online store, probability from the registered model.
+"""Score one entity online: features from the Feast online store, prediction from the registered model.
 
 :class:`OnlineScorer` loads ``models:/<model>@champion`` and opens the feature store once; each
 :meth:`OnlineScorer.score` call is then one online-store read (SQLite embedded, Redis in production, as
-configured by the ``asgard_feast_default`` connection) plus one ``predict_proba`` on that row. The online
+configured by the ``asgard_feast_default`` connection) plus one prediction on that row, as the pipeline's
+``train.task`` says (a probability and risk level, a class and its probabilities, or a number). The online
 store holds what ``FeastMaterializeOperator`` materialized (``features.materialize: true``).
 
-Command line (``asgard score`` and ``asgard serve`` are the same commands)::
+Command line (``asgard score`` and ``asgard serve`` are the same commands); ``--key`` names the entity by its
+join key(s), ``col=value`` (``,`` between the columns of a composite key)::
 
-    python -m asgard_provider.serving score --customer-id 1001
-    python -m asgard_provider.serving serve --port 8090       # the Asgard HTTP API (asgard_provider.api) on uvicorn
-    python -m asgard_provider.serving features --customer-id 1001 --format mlflow   # body for `mlflow models serve`
+    python -m asgard_provider.serving score --pipeline my_pipeline --key account_id=1001
+    python -m asgard_provider.serving serve --pipeline my_pipeline --port 8090   # the Asgard HTTP API on uvicorn
+    python -m asgard_provider.serving features --model my_model --key account_id=1001 --format mlflow
 
 See docs/ml.md ("Online scoring").
 """
@@ -27,11 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from asgard_provider.evaluation import risk_level, risk_thresholds
-from asgard_provider.exceptions import AsgardError, InferenceError
-
-#: Registered model scored when neither ``--model`` nor ``--pipeline`` says otherwise.
-DEFAULT_MODEL = "customer_churn_predictor"
+from asgard_provider.evaluation import BINARY, MULTICLASS, REGRESSION, check_model, risk_level, risk_thresholds
+from asgard_provider.exceptions import AsgardError, InferenceError, ModelTaskError
 
 #: Port of ``serve`` unless ``--port`` is given.
 DEFAULT_PORT = 8090
@@ -43,7 +42,7 @@ FEATURES_TAG = "asgard.features"
 _INTEGER_BOUNDS = {"INT32": (-(2**31), 2**31 - 1), "INT64": (-(2**63), 2**63 - 1)}
 
 
-class CustomerNotFoundError(InferenceError):
+class EntityNotFoundError(InferenceError):
     """The online store holds no features for the requested entity."""
 
 
@@ -61,22 +60,30 @@ class InvalidFeaturesError(InferenceError):
 
 @dataclass(frozen=True)
 class Prediction:
-    """The model's answer for one feature row."""
+    """The model's answer for one feature row, as its task type gives it.
 
-    churn_probability: float
-    prediction: int
-    risk_level: str
+    ``value``: the probability of class 1 (binary) or the predicted number (regression); ``None`` for
+    multiclass. ``prediction``: the 0/1 decision, the predicted class, or the number again. ``risk_level``
+    (binary only) and ``probabilities`` (per class, classification only).
+    """
+
+    value: float | None
+    prediction: int | str | float
+    risk_level: str | None = None
+    probabilities: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
 class Score:
-    """One online prediction."""
+    """One online prediction; ``prediction_column`` names ``value`` as the pipeline's predictions table does."""
 
     entity_key: str
     entity_id: Any
-    churn_probability: float
-    prediction: int
-    risk_level: str
+    prediction_column: str
+    value: float | None
+    prediction: int | str | float
+    risk_level: str | None
+    probabilities: dict[str, float] | None
     model_name: str
     model_version: str
     #: Latest event timestamp of the features used (ISO 8601, UTC): how fresh the online row is.
@@ -85,9 +92,10 @@ class Score:
     scored_at: str
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: ``{"customer_id": 1001, "churn_probability": ..., ...}``."""
+        """JSON-ready form: ``{"<join key>": 1001, "<prediction_column>": 0.83, "prediction": 1, ...}``."""
         data = asdict(self)
-        return {data.pop("entity_key"): data.pop("entity_id"), **data}
+        key, entity, column, value = (data.pop(k) for k in ("entity_key", "entity_id", "prediction_column", "value"))
+        return {key: entity, **({column: value} if value is not None else {}), **data}
 
 
 class ModelScorer:
@@ -95,39 +103,44 @@ class ModelScorer:
 
     :param model_name: registered MLflow model.
     :param model_alias: alias to load (``champion``); ignored when ``model_version`` is given.
-    :param thresholds: ``{"high": 0.7, "medium": 0.4}`` risk level cut-offs.
-    :param decision_threshold: probability at or above which ``prediction`` is 1.
+    :param task: the pipeline's ``train.task``; the model must fit it.
+    :param prediction_column: name of the probability (binary) or value (regression) in answers.
+    :param thresholds: ``{"high": 0.7, "medium": 0.4}`` risk level cut-offs (binary).
+    :param decision_threshold: probability at or above which ``prediction`` is 1 (binary).
     """
 
     def __init__(
         self,
-        model_name: str = DEFAULT_MODEL,
+        model_name: str,
         *,
         model_alias: str = "champion",
         model_version: str | None = None,
+        task: str = BINARY,
+        prediction_column: str | None = None,
         thresholds: dict[str, float] | None = None,
         decision_threshold: float = 0.5,
         mlflow_conn_id: str | None = None,
     ) -> None:
+        from asgard_provider.engines.scoring import DEFAULT_VALUE_COLUMN
         from asgard_provider.hooks.mlflow import MLflowHook
 
         self.high, self.medium = risk_thresholds(thresholds)
         self.decision_threshold = decision_threshold
         self.model_name = model_name
+        self.task = task
+        self.prediction_column = prediction_column or DEFAULT_VALUE_COLUMN.get(task, "prediction")
         self.mlflow = MLflowHook(mlflow_conn_id) if mlflow_conn_id else MLflowHook()
         self.model_version = resolve_version(self.mlflow, model_name, model_alias, model_version)
         self.model = self.mlflow.load_sklearn_model(model_name, self.model_version)
-        if not hasattr(self.model, "predict_proba"):
-            raise InferenceError(
-                f"{model_name} version {self.model_version} ({type(self.model).__name__}) has no predict_proba"
-            )
+        try:
+            check_model(self.model, task)
+        except ModelTaskError as exc:
+            raise InferenceError(f"{model_name} version {self.model_version}: {exc}") from None
         if getattr(self.model, "n_jobs", None) not in (None, 1):
             # A thread pool per one-row prediction costs more than the prediction itself.
             self.model.n_jobs = 1
-        classes = [int(c) for c in getattr(self.model, "classes_", [0, 1])]
-        if 1 not in classes:
-            raise InferenceError(f"{model_name} version {self.model_version} has no positive class 1 ({classes})")
-        self._positive = classes.index(1)
+        self.classes = list(getattr(self.model, "classes_", [])) if task != REGRESSION else []
+        self._positive = [float(c) for c in self.classes].index(1.0) if task == BINARY else 0
         self._trees = _forest_trees(self.model)
         fitted = [str(c) for c in getattr(self.model, "feature_names_in_", [])]
         self.columns = fitted or [ref.split(":", 1)[-1] for ref in self._trained_refs()]
@@ -169,7 +182,7 @@ class ModelScorer:
         return row
 
     def probability(self, values: dict[str, float | None]) -> float:
-        """Churn probability of one feature row (``{column: value}``; ``None`` is a missing value).
+        """Probability of class 1 of one feature row (``{column: value}``; ``None`` is a missing value).
 
         Equal to ``model.predict_proba`` on that row. For a random forest / extra-trees model and a row without
         missing values, the trees are evaluated directly, in the forest's own order and arithmetic: scikit-learn's
@@ -185,18 +198,30 @@ class ModelScorer:
                 total += tree.predict_proba(data, check_input=False)
             total /= len(self._trees)
             return float(total[0, self._positive])
+        return float(self.model.predict_proba(self._frame(values))[0, self._positive])
+
+    def _frame(self, values: dict[str, float | None]) -> Any:
+        import numpy as np
         import pandas as pd
 
-        frame = pd.DataFrame(row, columns=self.columns)
-        return float(self.model.predict_proba(frame)[0, self._positive])
+        row = np.array([[np.nan if values[c] is None else values[c] for c in self.columns]], dtype="float64")
+        return pd.DataFrame(row, columns=self.columns)
 
     def predict(self, values: dict[str, float | None]) -> Prediction:
-        """Probability, 0/1 decision and risk level of one feature row."""
+        """Answer for one feature row as the task gives it: probability, decision and risk; class; or number."""
+        if self.task == REGRESSION:
+            number = float(self.model.predict(self._frame(values))[0])
+            return Prediction(value=number, prediction=number)
+        if self.task == MULTICLASS:
+            proba = self.model.predict_proba(self._frame(values))[0]
+            by_class = {str(c): float(p) for c, p in zip(self.classes, proba, strict=True)}
+            return Prediction(value=None, prediction=max(by_class, key=by_class.__getitem__), probabilities=by_class)
         probability = self.probability(values)
         return Prediction(
-            churn_probability=probability,
+            value=probability,
             prediction=int(probability >= self.decision_threshold),
             risk_level=risk_level(probability, self.high, self.medium),
+            probabilities=None,
         )
 
 
@@ -212,7 +237,7 @@ def resolve_version(mlflow: Any, name: str, alias: str | None, version: str | No
 
 
 class OnlineScorer(ModelScorer):
-    """Serve churn probabilities for single entities from online features.
+    """Serve predictions for single entities from online features.
 
     :param model_name: registered MLflow model.
     :param model_alias: alias to load (``champion``); ignored when ``model_version`` is given.
@@ -224,11 +249,13 @@ class OnlineScorer(ModelScorer):
 
     def __init__(
         self,
-        model_name: str = DEFAULT_MODEL,
+        model_name: str,
         *,
         model_alias: str = "champion",
         model_version: str | None = None,
         feature_refs: Sequence[str] | None = None,
+        task: str = BINARY,
+        prediction_column: str | None = None,
         thresholds: dict[str, float] | None = None,
         decision_threshold: float = 0.5,
         mlflow_conn_id: str | None = None,
@@ -242,6 +269,8 @@ class OnlineScorer(ModelScorer):
             model_name,
             model_alias=model_alias,
             model_version=model_version,
+            task=task,
+            prediction_column=prediction_column,
             thresholds=thresholds,
             decision_threshold=decision_threshold,
             mlflow_conn_id=mlflow_conn_id,
@@ -293,7 +322,16 @@ class OnlineScorer(ModelScorer):
         return next(iter(keys.items()))
 
     def entity_value(self, raw: Any) -> Any:
-        """Convert an id from a URL or the command line to the join key's type (``"1001"`` -> ``1001``)."""
+        """Convert an id from a URL or the command line to the join key's type (``"1001"`` -> ``1001``).
+
+        ``raw`` may also be ``{join key: value}`` (as ``--key col=value`` gives it); another column is an error.
+        """
+        if isinstance(raw, dict):
+            if set(raw) != {self.entity_key}:
+                raise InvalidEntityIdError(
+                    f"the entity key is {self.entity_key}; got {', '.join(sorted(raw)) or 'no column'}"
+                )
+            raw = raw[self.entity_key]
         bounds = _INTEGER_BOUNDS.get(self._key_type)
         if bounds is None:
             return str(raw)
@@ -324,7 +362,7 @@ class OnlineScorer(ModelScorer):
         values = {c: response[c][0] for c in self.columns}
         if all(v is None for v in values.values()):
             views = ", ".join(sorted({ref.split(":", 1)[0] for ref in self.feature_refs}))
-            raise CustomerNotFoundError(
+            raise EntityNotFoundError(
                 f"{self.entity_key} {key} has no online features in feature view {views} (Feast project "
                 f"{self.project!r}): the id is unknown, or its features were not materialized within the view's ttl; "
                 "materialize them with the pipeline's materialize_features task (features.materialize: true)"
@@ -335,7 +373,7 @@ class OnlineScorer(ModelScorer):
         return {c: None if v is None else float(v) for c, v in values.items()}, stamp
 
     def score(self, entity_id: Any) -> Score:
-        """Read one entity's online features and return its churn probability and risk level."""
+        """Read one entity's online features and return the model's prediction for it."""
         values, stamp = self.features(entity_id)
         try:
             result = self.predict(values)
@@ -349,9 +387,11 @@ class OnlineScorer(ModelScorer):
         return Score(
             entity_key=self.entity_key,
             entity_id=self.entity_value(entity_id),
-            churn_probability=result.churn_probability,
+            prediction_column=self.prediction_column,
+            value=result.value,
             prediction=result.prediction,
             risk_level=result.risk_level,
+            probabilities=result.probabilities,
             model_name=self.model_name,
             model_version=str(self.model_version),
             feature_timestamp=stamp,
@@ -376,7 +416,9 @@ class OnlineScorer(ModelScorer):
             "entity_key": self.entity_key,
             "feature_refs": self.feature_refs,
             "feast_project": self.project,
-            "thresholds": {"high": self.high, "medium": self.medium},
+            "task": self.task,
+            "prediction_column": self.prediction_column,
+            "thresholds": {"high": self.high, "medium": self.medium} if self.task == BINARY else None,
         }
 
 
@@ -400,11 +442,14 @@ def pipeline_options(pipeline: str, base_dir: Path | None = None, **overrides: A
     kwargs: dict[str, Any] = {
         "model_name": trains[0].registered_model,
         "feature_refs": features[0].feature_refs(),
+        "task": trains[0].task,
     }
     predicts = stages_of(cfg, PredictStage)
     if predicts:
         kwargs["model_alias"] = predicts[0].model_alias
-        kwargs["thresholds"] = dict(predicts[0].thresholds)
+        kwargs["prediction_column"] = predicts[0].prediction_column
+        if predicts[0].thresholds is not None:
+            kwargs["thresholds"] = dict(predicts[0].thresholds)
     given = {k: v for k, v in overrides.items() if v is not None}
     if "thresholds" in given:
         given["thresholds"] = {**kwargs.get("thresholds", {}), **given["thresholds"]}
@@ -450,21 +495,42 @@ def _scorer_options(args: argparse.Namespace) -> dict[str, Any]:
             overrides["model_name"] = args.model
         base = Path(args.include_dir).resolve() if args.include_dir else None
         return pipeline_options(args.pipeline, base, **overrides)
-    return {"model_name": args.model or DEFAULT_MODEL, **{k: v for k, v in overrides.items() if v is not None}}
+    if not args.model:
+        raise InferenceError("name the model to score with: --model <registered model> or --pipeline <pipeline>")
+    return {"model_name": args.model, **{k: v for k, v in overrides.items() if v is not None}}
+
+
+def parse_key(text: str) -> dict[str, str]:
+    """``--key`` value ``col=value[,col=value]`` as ``{col: value}``; raise naming the option on bad input."""
+    pairs = [part.partition("=") for part in text.split(",")]
+    if not pairs or any(not col.strip() or not sep for col, sep, _ in pairs):
+        raise InvalidEntityIdError(f"--key {text!r}: write the entity's join key as col=value (e.g. account_id=1001)")
+    return {col.strip(): value.strip() for col, _, value in pairs}
+
+
+def _answer(result: Score) -> str:
+    """One line for ``score``: entity, prediction (named as in the predictions table), model, freshness."""
+    shown = (
+        f"{result.prediction_column}={result.value:.4f}"
+        if result.value is not None and result.risk_level is not None
+        else f"{result.prediction_column}={result.value:.6g}"
+        if result.value is not None
+        else f"prediction={result.prediction}"
+    )
+    extra = f"  risk={result.risk_level}" if result.risk_level else ""
+    if result.probabilities:
+        extra = "  " + " ".join(f"p({c})={p:.4f}" for c, p in result.probabilities.items())
+    return (
+        f"{result.entity_key}={result.entity_id}  {shown}{extra}  model={result.model_name}/{result.model_version}  "
+        f"features_at={result.feature_timestamp}"
+    )
 
 
 def _score_cmd(args: argparse.Namespace) -> int:
     scorer = _scorer(args)
-    for entity_id in args.customer_id:
-        result = scorer.score(entity_id)
-        if args.json:
-            print(json.dumps(result.to_dict()))
-        else:
-            print(
-                f"{result.entity_key}={result.entity_id}  churn_probability={result.churn_probability:.4f}  "
-                f"risk={result.risk_level}  model={result.model_name}/{result.model_version}  "
-                f"features_at={result.feature_timestamp}"
-            )
+    for key in args.key:
+        result = scorer.score(parse_key(key))
+        print(json.dumps(result.to_dict()) if args.json else _answer(result))
     return 0
 
 
@@ -478,11 +544,12 @@ def _serve_cmd(args: argparse.Namespace) -> int:
 def _features_cmd(args: argparse.Namespace) -> int:
     scorer = _scorer(args)
     if args.format == "mlflow":
-        print(json.dumps(scorer.mlflow_payload(args.customer_id)))
+        print(json.dumps(scorer.mlflow_payload([parse_key(key) for key in args.key])))
         return 0
-    for entity_id in args.customer_id:
-        values, stamp = scorer.features(entity_id)
-        print(json.dumps({scorer.entity_key: scorer.entity_value(entity_id), "feature_timestamp": stamp, **values}))
+    for key in args.key:
+        values, stamp = scorer.features(parse_key(key))
+        entity = scorer.entity_value(parse_key(key))
+        print(json.dumps({scorer.entity_key: entity, "feature_timestamp": stamp, **values}))
     return 0
 
 
@@ -502,7 +569,7 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help=f"registered MLflow model (default: {DEFAULT_MODEL}, or the pipeline's)")
+    parser.add_argument("--model", help="registered MLflow model (default: the --pipeline's train.registered_model)")
     parser.add_argument("--alias", help="model alias (default: champion, or the pipeline's predict.model_alias)")
     parser.add_argument("--version", help="pin a model version instead of the alias")
     parser.add_argument("--pipeline", help="take model, alias, features and thresholds from this pipeline's YAML")
@@ -513,10 +580,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feast-conn-id", help="Airflow connection of Feast (default: asgard_feast_default)")
 
 
+#: Help of ``--key``.
+KEY_HELP = "entity to score as join key col=value, e.g. account_id=1001 (repeatable: one entity each)"
+
+
 def add_commands(sub: Any) -> None:
     """Add ``score``, ``serve`` and ``features`` to an ``argparse`` sub-command set (also used by ``asgard``)."""
-    score = sub.add_parser("score", help="churn probability and risk level of customers from online features")
-    score.add_argument("--customer-id", action="append", required=True, help="id to score (repeatable)")
+    score = sub.add_parser("score", help="the model's prediction for entities, from their online features")
+    score.add_argument("--key", action="append", required=True, help=KEY_HELP)
     score.add_argument("--json", action="store_true", help="one JSON object per id")
     _common(score)
     score.set_defaults(func=_guarded(_score_cmd))
@@ -530,8 +601,8 @@ def add_commands(sub: Any) -> None:
     _common(serve_cmd)
     serve_cmd.set_defaults(func=_guarded(_serve_cmd))
 
-    features = sub.add_parser("features", help="a customer's online features (or an MLflow model-server request)")
-    features.add_argument("--customer-id", action="append", required=True, help="id to read (repeatable)")
+    features = sub.add_parser("features", help="an entity's online features (or an MLflow model-server request)")
+    features.add_argument("--key", action="append", required=True, help=KEY_HELP)
     features.add_argument(
         "--format", choices=("json", "mlflow"), default="json", help="mlflow: body for POST /invocations"
     )

@@ -61,6 +61,10 @@ class TrainingContext:
     experiment_name: str = ""
     #: Iceberg snapshot of ``label_table`` read for the labels (pinned by the operator; ``None``: current).
     label_snapshot_id: int | None = None
+    #: Every key column of the entity (``[entity_key]`` unless the key is composite, e.g. store and SKU).
+    entity_keys: list[str] = field(default_factory=list)
+    #: ML task type of the pipeline (``train.task``): what the logged model must be able to predict.
+    task: str = "binary_classification"
 
     @classmethod
     def from_env(cls) -> TrainingContext:
@@ -86,6 +90,11 @@ class TrainingContext:
         return target
 
     @property
+    def keys(self) -> list[str]:
+        """The entity's key columns (``entity_keys``, or ``[entity_key]``)."""
+        return list(self.entity_keys) or [self.entity_key]
+
+    @property
     def feature_columns(self) -> list[str]:
         """Feature column names in the training frame (``view:feature`` refs without the view)."""
         return [ref.split(":", 1)[-1] for ref in self.features]
@@ -97,7 +106,7 @@ class TrainingContext:
         return FeatureStore(repo_path=self.feast_repo_path)
 
     def entity_df(self) -> Any:
-        """Labelled rows of the label table: entity key, ``event_timestamp`` (= the timestamp field), label.
+        """Labelled rows of the label table: entity key(s), ``event_timestamp`` (= the timestamp field), label.
 
         Rows whose label is NULL (e.g. the latest snapshot, whose future is unknown) are left out.
         """
@@ -113,14 +122,14 @@ class TrainingContext:
             )
             data = table.scan(
                 row_filter=f"{self.label_column} IS NOT NULL",
-                selected_fields=(self.entity_key, self.timestamp_field, self.label_column),
+                selected_fields=(*self.keys, self.timestamp_field, self.label_column),
                 snapshot_id=self.label_snapshot_id,
             ).to_pandas()
         except Exception as exc:
             raise TrainingError(f"cannot read labels {self.label_column!r} from {self.label_table}: {exc}") from exc
         frame = data.rename(columns={self.timestamp_field: EVENT_TIMESTAMP})
         frame[EVENT_TIMESTAMP] = pd.to_datetime(frame[EVENT_TIMESTAMP], utc=True)
-        return frame[[self.entity_key, EVENT_TIMESTAMP, self.label_column]]
+        return frame[[*self.keys, EVENT_TIMESTAMP, self.label_column]]
 
     def training_frame(self) -> Any:
         """:meth:`entity_df` joined point-in-time with the features, sorted by timestamp and entity key."""
@@ -131,20 +140,34 @@ class TrainingContext:
             frame = self.feature_store().get_historical_features(entity_df=entities, features=self.features).to_df()
         except Exception as exc:
             raise TrainingError(f"Feast historical retrieval of {self.features} failed: {exc}") from exc
-        return frame.sort_values([EVENT_TIMESTAMP, self.entity_key], ignore_index=True)
+        return frame.sort_values([EVENT_TIMESTAMP, *self.keys], ignore_index=True)
+
+    def check_model(self, model: Any) -> None:
+        """Raise :class:`~asgard_provider.exceptions.ModelTaskError` unless ``model`` fits :attr:`task`.
+
+        The operator checks the logged model the same way before registering it; calling this before
+        ``log_model`` fails the script sooner, with the same error naming ``train.task``.
+        """
+        from asgard_provider.evaluation import check_model
+
+        check_model(model, self.task)
 
     def split(self, frame: Any, holdout_fraction: float = HOLDOUT_FRACTION, salt: str = "asgard") -> tuple[Any, Any]:
-        """Split ``frame`` into (train, holdout) by a hash of the entity key.
+        """Split ``frame`` into (train, holdout) by a hash of the entity key (all its columns, ``|``-joined).
 
         An entity lands in the holdout when ``sha256(salt:key)`` falls in the lowest ``holdout_fraction`` of
-        the hash range, whatever else is in the frame: every snapshot of one customer is on the same side,
-        and a customer held out today was held out (never trained on) by earlier runs too, so the current
+        the hash range, whatever else is in the frame: every snapshot of one entity is on the same side,
+        and an entity held out today was held out (never trained on) by earlier runs too, so the current
         champion can be evaluated fairly on a new run's holdout.
         """
         if not 0 < holdout_fraction < 1:
             raise TrainingError(f"holdout_fraction must be between 0 and 1, got {holdout_fraction}")
         cutoff = int(holdout_fraction * 2**64)
-        keys = frame[self.entity_key].astype(str)
+        keys = (
+            frame[self.keys].astype(str).agg("|".join, axis=1)
+            if len(self.keys) > 1
+            else frame[self.keys[0]].astype(str)
+        )
         held = keys.map(
             lambda key: int.from_bytes(hashlib.sha256(f"{salt}:{key}".encode()).digest()[:8], "big") < cutoff
         ).astype(bool)
@@ -162,7 +185,7 @@ class TrainingContext:
 
         if mlflow.active_run() is None:
             raise TrainingError("log_datasets must be called inside `with mlflow.start_run():`")
-        columns = [self.entity_key, EVENT_TIMESTAMP, *self.feature_columns, self.label_column]
+        columns = [*self.keys, EVENT_TIMESTAMP, *self.feature_columns, self.label_column]
         missing = [c for c in columns if c not in holdout.columns]
         if missing:
             raise TrainingError(f"the holdout frame has no column(s) {', '.join(missing)}")
@@ -182,4 +205,4 @@ class TrainingContext:
             profile_path.write_text(json.dumps(reference, indent=1))
             mlflow.log_artifact(str(holdout_path), folder)
             mlflow.log_artifact(str(profile_path), PROFILE_ARTIFACT.rsplit("/", 1)[0])
-        mlflow.log_params({"holdout_rows": len(holdout), "holdout_entities": int(holdout[self.entity_key].nunique())})
+        mlflow.log_params({"holdout_rows": len(holdout), "holdout_entities": len(holdout[self.keys].drop_duplicates())})

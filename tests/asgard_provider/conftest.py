@@ -149,3 +149,62 @@ def ml_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         write_customer_metrics()
         register_operator().execute(run_context())
         yield home
+
+
+#: Label table for the regression and multiclass fixtures: the same entities and snapshots, other targets.
+TARGETS_TABLE = "gold.customer_targets"
+#: Where the regression and multiclass training script fixtures live.
+TRAINING_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "training"
+
+
+def customer_targets(metrics: pa.Table, seed: int = 11) -> pa.Table:
+    """A numeric target (``spend_next``) and a three-class target (``segment``) learnable from the features.
+
+    Rows of the unlabelled AS_OF snapshot get NULL targets, as the churn label does.
+    """
+    rng = np.random.default_rng(seed)
+    frame = metrics.to_pandas()
+    spend = 40.0 * frame["purchase_frequency"] - 0.3 * frame["days_since_last_purchase"] + rng.normal(0, 2, len(frame))
+    spend = spend + 60.0
+    score = frame["purchase_frequency"] - 0.02 * frame["days_since_last_purchase"]
+    segment = np.where(score > 1.0, "loyal", np.where(score > 0.0, "casual", "lapsing"))
+    labelled = frame["churned"].notna().to_numpy()
+    return pa.table(
+        {
+            "customer_id": metrics["customer_id"],
+            "feature_timestamp": metrics["feature_timestamp"],
+            "spend_next": pa.array(np.where(labelled, spend, np.nan), pa.float64(), mask=~labelled),
+            "segment": pa.array(segment.astype(object), pa.string(), mask=~labelled),
+        }
+    )
+
+
+def task_train_operator(task: str, script: str, label_column: str, include: Path, **overrides: Any) -> Any:
+    """An MLflowTrainOperator for a task-type fixture script, on the churn features and :data:`TARGETS_TABLE`."""
+    kwargs: dict[str, Any] = {
+        "task_id": f"train_{task}",
+        "script": script,
+        "experiment_name": f"asgard_{task}",
+        "registered_model_name": f"asgard_{task}_model",
+        "label_table": TARGETS_TABLE,
+        "label_column": label_column,
+        "task": task,
+        "include_dir": str(include),
+        "min_metrics": {},
+    }
+    kwargs.update(overrides)
+    return train_operator(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def task_home(ml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``ml_home`` plus :data:`TARGETS_TABLE` and an include dir holding the task-type fixture scripts."""
+    import shutil
+
+    from asgard_provider.hooks.iceberg import IcebergHook
+
+    metrics = IcebergHook().load_table("gold.customer_metrics").scan().to_arrow()
+    IcebergHook().write(TARGETS_TABLE, [customer_targets(metrics)], mode="overwrite")
+    include = tmp_path_factory.mktemp("include")
+    shutil.copytree(TRAINING_FIXTURES, include / "training")
+    return include

@@ -141,6 +141,7 @@ def test_ml_stages_chain_gold_to_features_to_model_to_predictions(ml_home: Path)
         timestamp_field="feature_timestamp",
         as_of=AS_OF.isoformat(),
         output_table="gold.customer_churn_predictions",
+        prediction_column="churn_probability",
     )
     scored = score.execute(run_context())
     predictions = score.get_openlineage_facets_on_complete(None)

@@ -23,7 +23,7 @@ from asgard_provider.api.app import BODY_TIMEOUT
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.mlflow import MLflowHook
 from asgard_provider.serving import (
-    CustomerNotFoundError,
+    EntityNotFoundError,
     InvalidEntityIdError,
     OnlineScorer,
     main,
@@ -74,7 +74,7 @@ def test_score_is_the_champion_applied_to_the_materialized_row(scorer: OnlineSco
     for customer, probability in zip(CUSTOMERS, expected, strict=True):
         result = scorer.score(customer)
         assert result.entity_id == customer
-        assert result.churn_probability == pytest.approx(probability, abs=1e-12)
+        assert result.value == pytest.approx(probability, abs=1e-12)
         assert result.prediction == int(probability >= 0.5)
         assert result.risk_level == risk_level(probability, 0.7, 0.4)
         assert result.model_name == MODEL and result.model_version == trained["model_version"]
@@ -100,7 +100,7 @@ def test_one_row_probability_is_exactly_predict_proba(scorer: OnlineScorer) -> N
 
 
 def test_string_ids_from_urls_are_converted_to_the_join_key_type(scorer: OnlineScorer) -> None:
-    assert scorer.score(" 1733 ").churn_probability == scorer.score(1733).churn_probability
+    assert scorer.score(" 1733 ").value == scorer.score(1733).value
     with pytest.raises(InvalidEntityIdError, match="customer_id must be an integer, got 'abc'"):
         scorer.score("abc")
     with pytest.raises(InvalidEntityIdError, match=r"customer_id must be between -9223372036854775808 and 9223"):
@@ -108,7 +108,7 @@ def test_string_ids_from_urls_are_converted_to_the_join_key_type(scorer: OnlineS
 
 
 def test_unknown_customer_is_a_clear_error(scorer: OnlineScorer) -> None:
-    with pytest.raises(CustomerNotFoundError, match=r"customer_id 99999 has no online features in feature view "):
+    with pytest.raises(EntityNotFoundError, match=r"customer_id 99999 has no online features in feature view "):
         scorer.score(99999)
 
 
@@ -122,14 +122,34 @@ def test_pipeline_config_supplies_model_features_and_thresholds(trained: dict[st
 def test_cli_scores_and_reports_unknown_ids(
     scorer: OnlineScorer, trained: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["score", "--customer-id", "1001", "--customer-id", "2468", "--json"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--pipeline",
+                "customer_churn",
+                "--key",
+                "customer_id=1001",
+                "--key",
+                "customer_id=2468",
+                "--json",
+            ]
+        )
+        == 0
+    )
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["customer_id"] for line in lines] == [1001, 2468]
     assert [line["churn_probability"] for line in lines] == pytest.approx(_expected(trained, [1001, 2468]))
 
-    assert cli.main(["score", "--customer-id", "99999"]) == 1
+    assert cli.main(["score", "--model", MODEL, "--key", "customer_id=99999"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("FAIL customer_id 99999 has no online features")
+    assert cli.main(["score", "--key", "customer_id=1001"]) == 1
+    assert "name the model to score with: --model <registered model> or --pipeline" in capsys.readouterr().err
+    assert cli.main(["score", "--model", MODEL, "--key", "1001"]) == 1
+    assert "--key '1001': write the entity's join key as col=value" in capsys.readouterr().err
+    assert cli.main(["score", "--model", MODEL, "--key", "store_id=1001"]) == 1
+    assert "the entity key is customer_id; got store_id" in capsys.readouterr().err
 
 
 def test_mlflow_server_payload_scores_like_the_scorer(scorer: OnlineScorer, capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,7 +158,22 @@ def test_mlflow_server_payload_scores_like_the_scorer(scorer: OnlineScorer, caps
     from mlflow.pyfunc import load_model
     from mlflow.pyfunc.scoring_server import init
 
-    assert main(["features", "--customer-id", "1001", "--customer-id", "3000", "--format", "mlflow"]) == 0
+    assert (
+        main(
+            [
+                "features",
+                "--model",
+                MODEL,
+                "--key",
+                "customer_id=1001",
+                "--key",
+                "customer_id=3000",
+                "--format",
+                "mlflow",
+            ]
+        )
+        == 0
+    )
     payload = json.loads(capsys.readouterr().out)
     assert payload["dataframe_split"]["columns"] == COLUMNS
 
@@ -147,9 +182,7 @@ def test_mlflow_server_payload_scores_like_the_scorer(scorer: OnlineScorer, caps
     response = client.post("/invocations", json=payload)
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
-    assert [row[1] for row in predictions] == pytest.approx(
-        [scorer.score(1001).churn_probability, scorer.score(3000).churn_probability]
-    )
+    assert [row[1] for row in predictions] == pytest.approx([scorer.score(1001).value, scorer.score(3000).value])
 
 
 def test_redis_online_store(
@@ -181,11 +214,9 @@ def test_redis_online_store(
         assert on_redis.store.config.online_store.type == "redis"
         assert on_redis.project == project
         expected = _expected(trained, CUSTOMERS)
-        assert [on_redis.score(c).churn_probability for c in CUSTOMERS] == pytest.approx(expected, abs=1e-12)
-        assert [on_redis.score(c).churn_probability for c in CUSTOMERS] == [
-            scorer.score(c).churn_probability for c in CUSTOMERS
-        ]
-        with pytest.raises(CustomerNotFoundError, match=f"customer_id 99999 .*Feast project '{project}'"):
+        assert [on_redis.score(c).value for c in CUSTOMERS] == pytest.approx(expected, abs=1e-12)
+        assert [on_redis.score(c).value for c in CUSTOMERS] == [scorer.score(c).value for c in CUSTOMERS]
+        with pytest.raises(EntityNotFoundError, match=f"customer_id 99999 .*Feast project '{project}'"):
             on_redis.score(99999)
     finally:
         for key in client.scan_iter(f"*{project}*", count=1000):
@@ -223,7 +254,7 @@ def test_api_scores_feature_values_like_the_model(api: tuple[Any, dict[str, str]
         data = response.json()
         assert data["model_name"] == MODEL and data["model_version"] == trained["model_version"]
         assert [p["index"] for p in data["predictions"]] == list(range(len(CUSTOMERS)))
-        assert [p["churn_probability"] for p in data["predictions"]] == pytest.approx(expected, abs=1e-12)
+        assert [p["value"] for p in data["predictions"]] == pytest.approx(expected, abs=1e-12)
         assert [p["risk_level"] for p in data["predictions"]] == [risk_level(p, 0.7, 0.4) for p in expected]
         assert data["inference_time_ms"] > 0
     # A missing value (null) is scored the way the forest was fitted to route it.
@@ -238,12 +269,18 @@ def test_api_scores_entities_from_the_online_store(api: tuple[Any, dict[str, str
     one = client.get("/score/1733", headers=auth)
     assert one.status_code == 200, one.text
     assert one.json()["entity_key"] == "customer_id" and one.json()["entity_id"] == 1733
-    assert one.json()["churn_probability"] == pytest.approx(expected[0], abs=1e-12)
+    assert one.json()["value"] == pytest.approx(expected[0], abs=1e-12)
+    # Named as the pipeline's predictions table names it (predict.prediction_column).
+    assert one.json()["prediction_column"] == "churn_probability" and one.json()["risk_level"] in {
+        "low",
+        "medium",
+        "high",
+    }
     assert one.json()["features"] == pytest.approx({c: float(_as_of_rows([1733]).loc[1733, c]) for c in COLUMNS})
     many = client.post("/score", json={"entity_ids": [1733, "2468"]}, headers=auth)
     assert many.status_code == 200, many.text
     assert [s["entity_id"] for s in many.json()["scores"]] == [1733, 2468]
-    assert [s["churn_probability"] for s in many.json()["scores"]] == pytest.approx(expected, abs=1e-12)
+    assert [s["value"] for s in many.json()["scores"]] == pytest.approx(expected, abs=1e-12)
     pinned = client.post("/score", json={"entity_ids": [1733], "model_version": 1}, headers=auth)
     assert pinned.status_code == 200 and pinned.json()["scores"][0]["model_version"] == "1"
 

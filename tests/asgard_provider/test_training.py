@@ -113,3 +113,48 @@ def test_split_is_by_entity_deterministic_and_stable(asgard_home: Path) -> None:
     assert set(holdout["customer_id"]) <= set(bigger_holdout["customer_id"])
     with pytest.raises(Exception, match="holdout_fraction"):
         ctx.split(frame, holdout_fraction=1.5)
+
+
+def _series(n_stores: int = 4, n_skus: int = 25) -> pa.Table:
+    """Two snapshots of every (store_id, sku_id) pair; sku ids repeat across stores."""
+    stores, skus = np.meshgrid(np.arange(1, n_stores + 1), np.arange(1, n_skus + 1), indexing="ij")
+    pairs = len(stores.ravel())
+    stamps = [snapshot_time(PRIOR)] * pairs + [snapshot_time(AS_OF)] * pairs
+    return pa.table(
+        {
+            "store_id": pa.array(np.tile(stores.ravel(), 2), pa.int64()),
+            "sku_id": pa.array([f"sku{s}" for s in np.tile(skus.ravel(), 2)], pa.string()),
+            "feature_timestamp": pa.array(stamps, pa.timestamp("us")),
+            "units_next_7d": pa.array([float(i % 17) for i in range(pairs)] + [None] * pairs, pa.float64()),
+        }
+    )
+
+
+def test_composite_key_labels_and_split_keep_each_series_on_one_side(asgard_home: Path) -> None:
+    IcebergHook().write("gold.series", [_series()], mode="overwrite")
+    ctx = _context(
+        label_table="gold.series",
+        label_column="units_next_7d",
+        entity_key="store_id",
+        entity_keys=["store_id", "sku_id"],
+        task="regression",
+    )
+    assert ctx.keys == ["store_id", "sku_id"]
+    labels = ctx.entity_df()
+    assert list(labels.columns) == ["store_id", "sku_id", EVENT_TIMESTAMP, "units_next_7d"]
+    assert len(labels) == 100, "only the labelled PRIOR snapshot"
+    both = pd.concat([labels, labels.assign(**{EVENT_TIMESTAMP: labels[EVENT_TIMESTAMP] + timedelta(days=1)})])
+    train, holdout = ctx.split(both, holdout_fraction=0.3)
+    held = set(map(tuple, holdout[["store_id", "sku_id"]].to_numpy()))
+    trained = set(map(tuple, train[["store_id", "sku_id"]].to_numpy()))
+    assert held and trained and not held & trained, "a (store, sku) series is on one side only"
+    assert len(holdout) == 2 * len(held), "both snapshots of a held-out series are held out"
+    # The pair decides, not the store alone: one store's SKUs fall on both sides.
+    assert {s for s, _ in held} & {s for s, _ in trained}
+
+
+def test_single_key_split_is_unchanged_by_entity_keys(asgard_home: Path) -> None:
+    frame = pd.DataFrame({"customer_id": range(1000, 1400), "x": 0.0})
+    old = _context().split(frame)
+    new = _context(entity_keys=["customer_id"]).split(frame)
+    assert old[1]["customer_id"].tolist() == new[1]["customer_id"].tolist()

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from asgard_provider.api.service import (
 )
 from asgard_provider.exceptions import AsgardError
 from asgard_provider.serving import (
-    CustomerNotFoundError,
+    EntityNotFoundError,
     InvalidEntityIdError,
     InvalidFeaturesError,
     ModelNotFoundError,
@@ -43,7 +44,7 @@ BODY_TIMEOUT = 10.0
 
 _ERRORS = {"model": m.ErrorResponse}
 _STATUS: list[tuple[type[Exception], int]] = [
-    (CustomerNotFoundError, 404),
+    (EntityNotFoundError, 404),
     (ModelNotFoundError, 404),
     (InvalidEntityIdError, 422),
     (InvalidFeaturesError, 422),
@@ -148,20 +149,15 @@ def _scoring_router(svc: AsgardService) -> APIRouter:
     @router.get("/score/{entity_id}", response_model=m.EntityScore, summary="Score one entity from the online store")
     def score_one(entity_id: str = PathParam(max_length=64)) -> m.EntityScore:
         """Apply the default model to the entity's materialized online features."""
-        return _entity_score(svc.online().score(entity_id).to_dict())
+        return m.EntityScore(**asdict(svc.online().score(entity_id)))
 
     @router.post("/score", response_model=m.ScoreResponse, summary="Score entities by key from the online store")
     def score_many(body: m.ScoreRequest) -> m.ScoreResponse:
         """Each id's online features scored by the named model (default: the server's), in request order."""
         scorer = svc.online(body.model_name, body.model_alias, body.model_version)
-        return m.ScoreResponse(scores=[_entity_score(scorer.score(i).to_dict()) for i in body.entity_ids])
+        return m.ScoreResponse(scores=[m.EntityScore(**asdict(scorer.score(i))) for i in body.entity_ids])
 
     return router
-
-
-def _entity_score(data: dict[str, Any]) -> m.EntityScore:
-    key = next(iter(data))
-    return m.EntityScore(entity_key=key, entity_id=data.pop(key), **data)
 
 
 def _catalog_router(svc: AsgardService) -> APIRouter:

@@ -18,19 +18,24 @@ class _Strict(BaseModel):
 class InferenceRequest(_Strict):
     """Feature values to score with a registered model (the seed's ``/mlops/inference`` body)."""
 
-    model_name: str = Field(min_length=1, max_length=256, examples=["customer_churn_predictor"])
+    model_name: str = Field(min_length=1, max_length=256, examples=["fraud_detector"])
     model_version: int | None = Field(default=None, ge=1, le=2**31 - 1, description="pin a version; else the alias")
     model_alias: str = Field(default="champion", min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.-]+$")
     inputs: list[dict[str, float | None]] = Field(min_length=1, max_length=MAX_INPUTS)
 
 
 class InputPrediction(BaseModel):
-    """The model's answer for one input row."""
+    """The model's answer for one input row, as its task type gives it.
+
+    ``value``: probability of class 1 (binary) or the predicted number (regression); ``prediction``: the 0/1
+    decision, the class or the number; ``risk_level`` (binary) and ``probabilities`` per class (classification).
+    """
 
     index: int
-    churn_probability: float
-    prediction: int
-    risk_level: str
+    value: float | None
+    prediction: int | str | float
+    risk_level: str | None = None
+    probabilities: dict[str, float] | None = None
 
 
 class InferenceResponse(BaseModel):
@@ -43,13 +48,19 @@ class InferenceResponse(BaseModel):
 
 
 class EntityScore(BaseModel):
-    """One entity scored from its online features (``entity_key`` names the join key, e.g. ``customer_id``)."""
+    """One entity scored from its online features.
+
+    ``entity_key`` names the join key; ``prediction_column`` names ``value`` as the pipeline's predictions table
+    does (e.g. ``fraud_probability``).
+    """
 
     entity_key: str
     entity_id: int | str
-    churn_probability: float
-    prediction: int
-    risk_level: str
+    prediction_column: str
+    value: float | None
+    prediction: int | str | float
+    risk_level: str | None = None
+    probabilities: dict[str, float] | None = None
     model_name: str
     model_version: str
     feature_timestamp: str | None
@@ -150,7 +161,7 @@ class HealthResponse(BaseModel):
 class QueryRequest(_Strict):
     """One read-only ``SELECT`` over the Iceberg tables (``namespace.table`` or ``iceberg.namespace.table``)."""
 
-    sql: str = Field(min_length=1, max_length=100_000, examples=["SELECT count(*) FROM gold.customer_metrics"])
+    sql: str = Field(min_length=1, max_length=100_000, examples=["SELECT count(*) FROM gold.events"])
     limit: int = Field(default=1000, ge=1, le=MAX_ROWS)
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 

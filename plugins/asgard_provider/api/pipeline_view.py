@@ -149,7 +149,7 @@ def predictions(output_table: str) -> Predictions:
 
 
 def _histogram(table: str, column: str, as_of: Any) -> list[tuple[float, float, int]]:
-    """Count ``column`` in [0, 1] in :data:`HISTOGRAM_BINS` equal bins, for the rows scored for ``as_of``."""
+    """Count ``column`` in :data:`HISTOGRAM_BINS` equal bins ([0, 1] for probabilities), for the rows of ``as_of``."""
     import numpy as np
 
     from asgard_provider.hooks.iceberg import IcebergHook
@@ -157,5 +157,11 @@ def _histogram(table: str, column: str, as_of: Any) -> list[tuple[float, float, 
     day = f"as_of_date = '{as_of.isoformat()}'"  # a date object's ISO form: nothing to escape
     scan = IcebergHook().load_table(table).scan(row_filter=day, selected_fields=(column,))
     values = scan.to_arrow().column(column).to_numpy(zero_copy_only=False)
-    counts, edges = np.histogram(values.astype("float64"), bins=HISTOGRAM_BINS, range=(0.0, 1.0))
+    values = values.astype("float64")
+    values = values[~np.isnan(values)]
+    # Probabilities over [0, 1]; a regression's numbers over their own range.
+    low, high = (
+        (0.0, 1.0) if values.size == 0 or (values.min() >= 0 and values.max() <= 1) else (values.min(), values.max())
+    )
+    counts, edges = np.histogram(values, bins=HISTOGRAM_BINS, range=(float(low), float(high)))
     return [(float(edges[i]), float(edges[i + 1]), int(c)) for i, c in enumerate(counts)]

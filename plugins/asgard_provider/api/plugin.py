@@ -2,8 +2,8 @@
 
 Every Airflow process that loads plugins imports this module (the DAG processor does, to serialize DAGs), so it
 imports nothing but Airflow's plugin base: the FastAPI app is built on the first request that reaches it.
-The default model for ``/score`` comes from ``$ASGARD_SERVE_PIPELINE`` (a pipeline id) or is
-``customer_churn_predictor``; models load on their first request, so the api-server starts without them.
+The default model for ``/score`` comes from ``$ASGARD_SERVE_PIPELINE`` (a pipeline id; without it requests
+must name their model); models load on their first request, so the api-server starts without them.
 """
 
 from __future__ import annotations

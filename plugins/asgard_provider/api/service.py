@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from asgard_provider.serving import (
-    DEFAULT_MODEL,
     ModelNotFoundError,
     ModelScorer,
     OnlineScorer,
@@ -46,7 +45,9 @@ class AsgardService:
     def _defaults(self) -> dict[str, Any]:
         if self.pipeline:
             return pipeline_options(self.pipeline, self.base_dir, **self.options)
-        return {"model_name": DEFAULT_MODEL, **self.options}
+        if "model_name" not in self.options:
+            raise ModelNotFoundError("the server has no default model: start it with --pipeline or --model")
+        return dict(self.options)
 
     def _cached(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
         with self._lock:

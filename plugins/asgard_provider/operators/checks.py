@@ -35,7 +35,7 @@ class IcebergTableCheckOperator(LineageMixin, BaseOperator):
     :param min_rows: fewest rows each table must hold.
     :param max_rows: most rows allowed (``None``: no bound).
     :param not_null: columns that must never be NULL.
-    :param unique: column groups that must identify a row, e.g. ``[["customer_id", "snapshot_date"]]``.
+    :param unique: column groups that must identify a row, e.g. ``[["account_id", "snapshot_date"]]``.
     :param accepted_values: allowed non-NULL values per column.
     :param row_filter: Iceberg filter limiting the checked rows (templated), e.g. ``snapshot_date == '{{ ds }}'``.
     :param write_audit_publish: audit the run's branch, then publish it (see above).

@@ -1,79 +1,40 @@
-"""Score every entity of a feature snapshot with a registered MLflow model and write the predictions to Iceberg."""
+"""Score entities of a feature snapshot with a registered MLflow model and write the predictions to Iceberg."""
 
 from __future__ import annotations
 
 import json
-import math
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 from airflow.sdk import BaseOperator, Context
 
 from asgard_provider.assets import publish
-from asgard_provider.evaluation import risk_level, risk_thresholds
-from asgard_provider.exceptions import AsgardError, CatalogError, FeatureStoreError, InferenceError
+from asgard_provider.engines.scoring import (
+    SCOPES,
+    BatchScorer,
+    Entities,
+    ModelStamp,
+    PredictionColumns,
+    ScoringTally,
+    select_entities,
+)
+from asgard_provider.evaluation import BINARY, TASK_TYPES, risk_level, risk_thresholds
+from asgard_provider.exceptions import AsgardError, CatalogError, InferenceError
 from asgard_provider.hooks.feast import FeastHook
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.mlflow import MLflowHook
 from asgard_provider.lineage import LineageMixin, mlflow_namespace, model_dataset_name
-from asgard_provider.monitoring import DRIFT_THRESHOLD, PREDICTION_PROFILE_ARTIFACT, RunningStats
+from asgard_provider.monitoring import (
+    DRIFT_THRESHOLD,
+    PREDICTION_PROFILE_ARTIFACT,
+    MonitoringReport,
+    monitoring_report,
+)
 from asgard_provider.monitoring import monitoring_table as default_monitoring_table
-from asgard_provider.training import EVENT_TIMESTAMP, PROFILE_ARTIFACT
-
-#: Name of the prediction column, also the ``name`` of the prediction row in the monitoring table.
-PREDICTION_COLUMN = "churn_probability"
-
-
-def prediction_schema(entity_key: str, key_type: pa.DataType) -> pa.Schema:
-    """Columns of the predictions table (``gold.customer_churn_predictions`` for the churn pipeline)."""
-    return pa.schema(
-        [
-            pa.field(entity_key, key_type),
-            pa.field("churn_probability", pa.float64()),
-            pa.field("prediction", pa.int32()),
-            pa.field("risk_level", pa.string()),
-            pa.field("model_name", pa.string()),
-            pa.field("model_version", pa.string()),
-            pa.field("scored_at", pa.timestamp("us", tz="UTC")),
-            pa.field("as_of_date", pa.date32()),
-        ]
-    )
-
-
-def monitoring_schema() -> pa.Schema:
-    """Columns of the monitoring table: one row per scored date and feature, plus one for the prediction."""
-    return pa.schema(
-        [
-            pa.field("as_of_date", pa.date32()),
-            pa.field("kind", pa.string()),  # "feature" or "prediction"
-            pa.field("name", pa.string()),
-            pa.field("rows", pa.int64()),
-            pa.field("mean", pa.float64()),
-            pa.field("std", pa.float64()),
-            pa.field("min", pa.float64()),
-            pa.field("max", pa.float64()),
-            pa.field("null_rate", pa.float64()),
-            pa.field("reference_mean", pa.float64()),
-            pa.field("psi", pa.float64()),
-            pa.field("drifted", pa.bool_()),
-            pa.field("positive_rate", pa.float64()),
-            pa.field("share_high", pa.float64()),
-            pa.field("share_medium", pa.float64()),
-            pa.field("share_low", pa.float64()),
-            pa.field("model_name", pa.string()),
-            pa.field("model_version", pa.string()),
-            pa.field("reference_run_id", pa.string()),
-            pa.field("computed_at", pa.timestamp("us", tz="UTC")),
-        ]
-    )
-
-
-def _finite(value: float | None) -> float | None:
-    return None if value is None or math.isnan(value) or math.isinf(value) else float(value)
+from asgard_provider.training import PROFILE_ARTIFACT
 
 
 def risk_levels(probabilities: Sequence[float], high: float, medium: float) -> list[str]:
@@ -82,23 +43,27 @@ def risk_levels(probabilities: Sequence[float], high: float, medium: float) -> l
 
 
 class BatchInferenceOperator(LineageMixin, BaseOperator):
-    """Score the entities of the ``as_of`` snapshot of ``entity_table`` and replace that date's predictions.
+    """Score the rows of ``entity_table`` that ``scope`` selects and replace the ``as_of`` date's predictions.
 
-    Entities are the rows of ``entity_table`` whose ``timestamp_field`` falls on ``as_of`` (one score per
-    entity). Their features come from Feast historical retrieval at that timestamp, i.e. the same feature
-    definitions the model was trained on. The model is ``models:/<model_name>@<model_alias>`` (or
-    ``model_version``). Predictions for ``as_of`` are replaced in one Iceberg commit, so reruns are idempotent;
-    the output table is partitioned by ``as_of_date``.
+    ``scope``: ``latest`` scores each entity's latest row at or before ``as_of`` (one score per entity);
+    ``new_events`` every row whose ``timestamp_field`` is in the run's data interval; ``all`` every row. Their
+    features come from Feast historical retrieval at each row's timestamp, i.e. the same feature definitions
+    the model was trained on. The model is ``models:/<model_name>@<model_alias>`` (or ``model_version``) and
+    must fit ``task``. Output columns are named by ``prediction_column``, ``class_column`` and
+    ``probability_prefix`` (see :class:`~asgard_provider.engines.scoring.PredictionColumns`); risk levels
+    (``thresholds``) only exist for binary classification. Predictions for ``as_of`` are replaced in one
+    Iceberg commit, so reruns are idempotent; the output table is partitioned by ``as_of_date``.
 
     Monitoring: every run also replaces that date's rows in ``monitoring_table`` (default
-    ``<output_table>_monitoring``): distribution stats of each feature and of the predicted probability, and
-    their population stability index against the training-set profile the model's run logged
-    (``TrainingContext.log_datasets``; the prediction against its holdout predictions). PSI above
+    ``<output_table>_monitoring``): distribution stats of each feature and prediction column and their
+    population stability index against the profiles the model's training run logged. PSI above
     ``drift_threshold`` is logged as a warning and listed in the return value and the asset event.
     """
 
     template_fields: Sequence[str] = (
         "as_of",
+        "interval_start",
+        "interval_end",
         "model_alias",
         "model_version",
         "entity_table",
@@ -113,10 +78,17 @@ class BatchInferenceOperator(LineageMixin, BaseOperator):
         model_name: str,
         feature_refs: Sequence[str],
         entity_table: str,
-        entity_key: str,
+        entity_key: str | Sequence[str],
         timestamp_field: str,
         output_table: str,
         as_of: str = "{{ data_interval_end | ds }}",
+        scope: str = "latest",
+        interval_start: str = "{{ data_interval_start }}",
+        interval_end: str = "{{ data_interval_end }}",
+        task: str = BINARY,
+        prediction_column: str | None = None,
+        class_column: str = "prediction",
+        probability_prefix: str = "probability_",
         model_alias: str = "champion",
         model_version: str | None = None,
         thresholds: dict[str, float] | None = None,
@@ -134,10 +106,17 @@ class BatchInferenceOperator(LineageMixin, BaseOperator):
         self.model_name = model_name
         self.feature_refs = list(feature_refs)
         self.entity_table = entity_table
-        self.entity_key = entity_key
+        self.entity_keys = [entity_key] if isinstance(entity_key, str) else list(entity_key)
         self.timestamp_field = timestamp_field
         self.output_table = output_table
         self.as_of = as_of
+        self.scope = scope
+        self.interval_start = interval_start
+        self.interval_end = interval_end
+        self.task = task
+        self.prediction_column = prediction_column
+        self.class_column = class_column
+        self.probability_prefix = probability_prefix
         self.model_alias = model_alias
         self.model_version = model_version
         self.thresholds = dict(thresholds or {"high": 0.7, "medium": 0.4})
@@ -150,64 +129,92 @@ class BatchInferenceOperator(LineageMixin, BaseOperator):
         self.feast_conn_id = feast_conn_id
         self.iceberg_conn_id = iceberg_conn_id
 
+    def _columns(self) -> PredictionColumns:
+        if self.task not in TASK_TYPES:
+            raise InferenceError(f"task {self.task!r} of {self.task_id} is not one of {', '.join(TASK_TYPES)}")
+        if self.scope not in SCOPES:
+            raise InferenceError(f"scope {self.scope!r} of {self.task_id} is not one of {', '.join(SCOPES)}")
+        return PredictionColumns(
+            task=self.task,
+            value_column=self.prediction_column,
+            class_column=self.class_column,
+            probability_prefix=self.probability_prefix,
+            thresholds=risk_thresholds(self.thresholds),
+            decision_threshold=self.decision_threshold,
+        )
+
     def execute(self, context: Context) -> dict[str, Any]:
         """Score, write and return rows written, model version, table and snapshot id."""
         as_of = self._as_of_date()
-        high, medium = risk_thresholds(self.thresholds)
+        columns = self._columns()
         if self.batch_size <= 0:
             raise InferenceError(f"batch_size must be positive, got {self.batch_size}")
         if not self.feature_refs:
             raise InferenceError(f"no feature_refs given to score {self.model_name!r}")
-
         mlflow = MLflowHook(self.mlflow_conn_id)
         version = mlflow.version_for(
             self.model_name, alias=None if self.model_version else self.model_alias, version=self.model_version
         )
         model = mlflow.load_sklearn_model(self.model_name, version)
-        columns = self._model_columns(model, version)
         iceberg = IcebergHook(self.iceberg_conn_id)
-        entities, key_type = self._entities(iceberg, as_of)
+        entities = self._entities(iceberg, as_of)
+        feast = FeastHook(self.feast_conn_id)
+        scorer = BatchScorer(
+            model,
+            columns,
+            self._model_columns(model, version),
+            lambda chunk: feast.historical_features(chunk, self.feature_refs),
+            ModelStamp(self.model_name, str(version), as_of, datetime.now(UTC)),
+            keep_timestamp=None if self.scope == "latest" else self.timestamp_field,
+        )
         self.log.info(
-            "scoring %d entities of %s as of %s with %s version %s",
-            len(entities),
+            "scoring %d rows (scope %s) of %s as of %s with %s version %s",
+            len(entities.frame),
+            self.scope,
             self.entity_table,
             as_of,
             self.model_name,
             version,
         )
-
-        schema = prediction_schema(self.entity_key, key_type)
         reference = self._reference(mlflow, version) if self.monitor else {}
-        features_ref = reference.get("features", {})
-        stats = {c: RunningStats(features_ref.get(c, {}).get("edges", [])) for c in columns}
-        prediction_ref = reference.get("prediction", {})
-        stats[PREDICTION_COLUMN] = RunningStats(prediction_ref.get("edges", []))
-        levels = {"high": 0, "medium": 0, "low": 0, "positive": 0}
-        batches = self._score(
-            FeastHook(self.feast_conn_id),
-            model,
-            columns,
-            entities,
-            schema,
-            version,
-            as_of,
-            (high, medium),
-            stats,
-            levels,
-        )
+        tally = scorer.tally(reference)
+        result = self._write(iceberg, context, scorer, entities, tally, as_of, version)
+        monitoring: dict[str, Any] = {}
+        if self.monitor:
+            monitoring = self._monitoring(iceberg, context, as_of, version, reference, scorer, tally)
+        self._publish(context, result, as_of, version, monitoring)
+        self._report_lineage(iceberg, mlflow, version, result, monitoring, len(tally.stats))
+        return {
+            "rows": result["rows_written"],
+            "model_name": self.model_name,
+            "model_version": version,
+            "table": result["table"],
+            "snapshot_id": result["snapshot_id"],
+            "as_of_date": as_of.isoformat(),
+            "scope": self.scope,
+            "monitoring": monitoring,
+        }
+
+    def _write(
+        self,
+        iceberg: IcebergHook,
+        context: Context,
+        scorer: BatchScorer,
+        entities: Entities,
+        tally: ScoringTally,
+        as_of: date,
+        version: str,
+    ) -> dict[str, Any]:
+        """Replace the ``as_of`` date's predictions with the scored batches (one commit)."""
         try:
             result = iceberg.write(
                 self.output_table,
-                batches,
+                scorer.batches(entities, self.batch_size, tally),
                 mode="overwrite",
                 overwrite_filter=f"as_of_date == '{as_of.isoformat()}'",
                 partition_by=["as_of_date"],
-                schema=schema,
-                snapshot_properties={
-                    "asgard.model": f"{self.model_name}/{version}",
-                    "asgard.as_of": as_of.isoformat(),
-                    "airflow.run_id": str(context.get("run_id", "")),
-                },
+                schema=scorer.schema(entities),
+                snapshot_properties=self._snapshot_properties(context, as_of, version),
             )
         except CatalogError as exc:
             raise InferenceError(f"writing predictions to {self.output_table} failed: {exc}") from exc
@@ -218,15 +225,24 @@ class BatchInferenceOperator(LineageMixin, BaseOperator):
             result["table"],
             result["snapshot_id"],
         )
-        monitoring: dict[str, Any] = {}
-        if self.monitor:
-            monitoring = self._monitoring(iceberg, context, as_of, version, reference, stats, levels)
+        return result
+
+    def _snapshot_properties(self, context: Context, as_of: date, version: str) -> dict[str, str]:
+        return {
+            "asgard.model": f"{self.model_name}/{version}",
+            "asgard.as_of": as_of.isoformat(),
+            "airflow.run_id": str(context.get("run_id", "")),
+        }
+
+    def _publish(
+        self, context: Context, result: dict[str, Any], as_of: date, version: str, monitoring: dict[str, Any]
+    ) -> None:
         drift_extra = (
             {
                 "drifted_features": monitoring["drifted_features"],
                 "drift_max_psi": monitoring["max_feature_psi"],
                 "prediction_psi": monitoring["prediction"]["psi"],
-                "mean_probability": monitoring["prediction"]["mean"],
+                "mean_prediction": monitoring["prediction"]["mean"],
                 "positive_rate": monitoring["prediction"]["positive_rate"],
                 "monitoring_table": monitoring["table"],
                 "monitoring_snapshot_id": monitoring["snapshot_id"],
@@ -243,16 +259,6 @@ class BatchInferenceOperator(LineageMixin, BaseOperator):
             model_version=str(version),
             **drift_extra,
         )
-        self._report_lineage(iceberg, mlflow, version, result, monitoring, len(stats))
-        return {
-            "rows": result["rows_written"],
-            "model_name": self.model_name,
-            "model_version": version,
-            "table": result["table"],
-            "snapshot_id": result["snapshot_id"],
-            "as_of_date": as_of.isoformat(),
-            "monitoring": monitoring,
-        }
 
     def _report_lineage(
         self,
@@ -274,7 +280,7 @@ class BatchInferenceOperator(LineageMixin, BaseOperator):
             self.lineage_output(monitoring["table"], table=table, rows=monitoring_rows)
 
     def _reference(self, mlflow: MLflowHook, version: str) -> dict[str, Any]:
-        """Training-set feature profiles and holdout prediction profile logged by the model's training run."""
+        """Training-set feature profiles and holdout prediction profiles logged by the model's training run."""
         try:
             run_id = mlflow.version_run_id(self.model_name, version)
             if run_id is None:
@@ -305,109 +311,71 @@ class BatchInferenceOperator(LineageMixin, BaseOperator):
         as_of: date,
         version: str,
         reference: dict[str, Any],
-        stats: dict[str, RunningStats],
-        levels: dict[str, int],
+        scorer: BatchScorer,
+        tally: ScoringTally,
     ) -> dict[str, Any]:
         """Write this date's monitoring rows (replacing earlier ones) and return the summary."""
-        computed_at = datetime.now(UTC)
-        profiles = {**reference.get("features", {})}
-        if "prediction" in reference:
-            profiles[PREDICTION_COLUMN] = reference["prediction"]
-        rows = []
-        psi: dict[str, float | None] = {}
-        for name, running in stats.items():
-            ref = profiles.get(name)
-            value = _finite(running.psi_against(ref)) if ref is not None and running.rows else None
-            psi[name] = value
-            summary = running.summary()
-            is_prediction = name == PREDICTION_COLUMN
-            total = running.rows or 1
-            rows.append(
-                {
-                    "as_of_date": as_of,
-                    "kind": "prediction" if is_prediction else "feature",
-                    "name": name,
-                    "rows": running.rows,
-                    **{k: _finite(v) for k, v in summary.items()},
-                    "reference_mean": _finite(ref.get("mean")) if ref else None,
-                    "psi": value,
-                    "drifted": None if value is None else value > self.drift_threshold,
-                    "positive_rate": levels["positive"] / total if is_prediction else None,
-                    "share_high": levels["high"] / total if is_prediction else None,
-                    "share_medium": levels["medium"] / total if is_prediction else None,
-                    "share_low": levels["low"] / total if is_prediction else None,
-                    "model_name": self.model_name,
-                    "model_version": version,
-                    "reference_run_id": reference.get("run_id"),
-                    "computed_at": computed_at,
-                }
-            )
-        schema = monitoring_schema()
+        report = monitoring_report(
+            tally.stats,
+            scorer.columns.monitored(scorer.classes),
+            tally.levels if self.task == BINARY else None,
+            reference,
+            as_of=as_of,
+            model=(self.model_name, str(version)),
+            computed_at=datetime.now(UTC),
+            drift_threshold=self.drift_threshold,
+        )
         try:
             written = iceberg.write(
                 self.monitoring_table,
-                [pa.Table.from_pylist(rows, schema=schema)],
+                [report.table()],
                 mode="overwrite",
                 overwrite_filter=f"as_of_date == '{as_of.isoformat()}'",
                 partition_by=["as_of_date"],
-                schema=schema,
-                snapshot_properties={
-                    "asgard.model": f"{self.model_name}/{version}",
-                    "asgard.as_of": as_of.isoformat(),
-                    "airflow.run_id": str(context.get("run_id", "")),
-                },
+                schema=report.table().schema,
+                snapshot_properties=self._snapshot_properties(context, as_of, version),
             )
         except CatalogError as exc:
             raise InferenceError(f"writing monitoring stats to {self.monitoring_table} failed: {exc}") from exc
-        feature_psi = {k: v for k, v in psi.items() if k != PREDICTION_COLUMN}
-        drifted = sorted(k for k, v in feature_psi.items() if v is not None and v > self.drift_threshold)
-        known = [v for v in feature_psi.values() if v is not None]
-        prediction_row = rows[-1]
-        result = {
-            "table": written["table"],
-            "snapshot_id": written["snapshot_id"],
-            "reference_run_id": reference.get("run_id"),
-            "psi": feature_psi,
-            "max_feature_psi": max(known) if known else None,
-            "drifted_features": drifted,
-            "prediction": {
-                "psi": psi.get(PREDICTION_COLUMN),
-                "mean": prediction_row["mean"],
-                "std": prediction_row["std"],
-                "positive_rate": prediction_row["positive_rate"],
-                "share_high": prediction_row["share_high"],
-                "share_medium": prediction_row["share_medium"],
-                "share_low": prediction_row["share_low"],
-            },
-        }
-        for name in drifted:
-            self.log.warning(
-                "DRIFT: feature %s on %s has PSI %.3f > %.2f against the training set of %s version %s",
-                name,
-                as_of,
-                feature_psi[name],
-                self.drift_threshold,
-                self.model_name,
-                version,
-            )
-        prediction_psi = psi.get(PREDICTION_COLUMN)
-        if prediction_psi is not None and prediction_psi > self.drift_threshold:
-            self.log.warning(
-                "DRIFT: predicted %s on %s has PSI %.3f > %.2f against the holdout predictions",
-                PREDICTION_COLUMN,
-                as_of,
-                prediction_psi,
-                self.drift_threshold,
-            )
+        self._log_drift(report, as_of, version)
         self.log.info(
             "monitoring for %s written to %s (snapshot %s): prediction %s, feature PSI %s",
             as_of,
             written["table"],
             written["snapshot_id"],
-            result["prediction"],
-            {k: None if v is None else round(v, 4) for k, v in feature_psi.items()},
+            report.prediction,
+            {k: None if v is None else round(v, 4) for k, v in report.feature_psi.items()},
         )
-        return result
+        return {
+            "table": written["table"],
+            "snapshot_id": written["snapshot_id"],
+            "reference_run_id": report.reference_run_id,
+            "psi": report.feature_psi,
+            "prediction_psi": report.prediction_psi,
+            "max_feature_psi": report.max_feature_psi,
+            "drifted_features": report.drifted_features,
+            "prediction": report.prediction,
+        }
+
+    def _log_drift(self, report: MonitoringReport, as_of: date, version: str) -> None:
+        for name in report.drifted_features:
+            self.log.warning(
+                "DRIFT: feature %s on %s has PSI %.3f > %.2f against the training set of %s version %s",
+                name,
+                as_of,
+                report.feature_psi[name],
+                self.drift_threshold,
+                self.model_name,
+                version,
+            )
+        for name in report.drifted_predictions:
+            self.log.warning(
+                "DRIFT: predicted %s on %s has PSI %.3f > %.2f against the holdout predictions",
+                name,
+                as_of,
+                report.prediction_psi[name],
+                self.drift_threshold,
+            )
 
     def _as_of_date(self) -> date:
         text = str(self.as_of).strip()
@@ -416,10 +384,18 @@ class BatchInferenceOperator(LineageMixin, BaseOperator):
         except ValueError:
             raise InferenceError(f"as_of {self.as_of!r} is not a date (YYYY-MM-DD)") from None
 
+    def _interval(self) -> tuple[datetime, datetime] | None:
+        try:
+            return datetime.fromisoformat(str(self.interval_start)), datetime.fromisoformat(str(self.interval_end))
+        except ValueError:
+            if self.scope == "new_events":
+                raise InferenceError(
+                    f"scope new_events needs the data interval; got {self.interval_start!r} .. {self.interval_end!r}"
+                ) from None
+            return None
+
     def _model_columns(self, model: Any, version: str) -> list[str]:
         """Feature columns in the order the model was fitted with; all must be among ``feature_refs``."""
-        if not hasattr(model, "predict_proba"):
-            raise InferenceError(f"{self.model_name} version {version} ({type(model).__name__}) has no predict_proba")
         available = [ref.split(":", 1)[-1] for ref in self.feature_refs]
         fitted = [str(c) for c in getattr(model, "feature_names_in_", [])]
         missing = [c for c in fitted if c not in available]
@@ -430,97 +406,18 @@ class BatchInferenceOperator(LineageMixin, BaseOperator):
             )
         return fitted or available
 
-    def _entities(self, iceberg: IcebergHook, as_of: date) -> tuple[Any, pa.DataType]:
-        """One row per entity with its latest timestamp on ``as_of``, sorted by key; plus the key's Arrow type."""
-        import pandas as pd
-        import pyarrow.compute as pc
-
+    def _entities(self, iceberg: IcebergHook, as_of: date) -> Entities:
+        """Select the rows ``scope`` picks, sorted by key and timestamp."""
         try:
-            data = (
-                iceberg.load_table(self.entity_table)
-                .scan(selected_fields=(self.entity_key, self.timestamp_field))
-                .to_arrow()
+            table = iceberg.load_table(self.entity_table)
+        except CatalogError as exc:
+            raise InferenceError(f"cannot read entities from {self.entity_table}: {exc}") from exc
+        try:
+            entities = select_entities(
+                table, self.entity_keys, self.timestamp_field, self.scope, as_of, self._interval()
             )
-        except (CatalogError, ValueError) as exc:
-            raise InferenceError(f"cannot read entities {self.entity_key!r} from {self.entity_table}: {exc}") from exc
-        for column in (self.entity_key, self.timestamp_field):
-            if column not in data.column_names:
-                raise InferenceError(f"{self.entity_table} has no column {column!r}")
-        days = pc.cast(data.column(self.timestamp_field), pa.date32())
-        selected = data.filter(pc.equal(days, pa.scalar(as_of, pa.date32())))
-        if selected.num_rows == 0:
-            latest = pc.max(days).as_py() if data.num_rows else None
-            raise InferenceError(
-                f"{self.entity_table} has no rows with {self.timestamp_field} on {as_of} "
-                f"(latest snapshot: {latest or 'none, the table is empty'})"
-            )
-        frame = selected.to_pandas()
-        frame = frame.dropna(subset=[self.entity_key])
-        frame = frame.groupby(self.entity_key, as_index=False)[self.timestamp_field].max()
-        frame = frame.rename(columns={self.timestamp_field: EVENT_TIMESTAMP}).sort_values(self.entity_key)
-        frame[EVENT_TIMESTAMP] = pd.to_datetime(frame[EVENT_TIMESTAMP], utc=True)
-        return frame.reset_index(drop=True), data.schema.field(self.entity_key).type
-
-    def _score(
-        self,
-        feast: FeastHook,
-        model: Any,
-        columns: list[str],
-        entities: Any,
-        schema: pa.Schema,
-        version: str,
-        as_of: date,
-        thresholds: tuple[float, float],
-        stats: dict[str, RunningStats] | None = None,
-        levels: dict[str, int] | None = None,
-    ) -> Iterator[pa.Table]:
-        """Yield scored batches; raise (aborting the write) unless every entity is scored exactly once."""
-        import numpy as np
-
-        classes = [int(c) for c in getattr(model, "classes_", [0, 1])]
-        if 1 not in classes:
-            raise InferenceError(f"{self.model_name} version {version} has no positive class 1 (classes: {classes})")
-        positive = classes.index(1)
-        scored_at = datetime.now(UTC)
-        total = 0
-        for start in range(0, len(entities), self.batch_size):
-            chunk = entities.iloc[start : start + self.batch_size]
-            try:
-                features = feast.historical_features(chunk, self.feature_refs)
-            except FeatureStoreError as exc:
-                raise InferenceError(f"feature retrieval for {self.entity_table} as of {as_of} failed: {exc}") from exc
-            features = features.drop_duplicates(subset=[self.entity_key])
-            joined = chunk[[self.entity_key]].merge(features, on=self.entity_key, how="left", validate="one_to_one")
-            try:
-                probabilities = model.predict_proba(joined[columns].astype("float64"))[:, positive]
-            except Exception as exc:
-                raise InferenceError(f"{self.model_name} version {version} failed to score: {exc}") from exc
-            n = len(joined)
-            total += n
-            levels_batch = risk_levels(probabilities.tolist(), *thresholds)
-            predicted = (probabilities >= self.decision_threshold).astype(np.int32)
-            if stats is not None:
-                for column in columns:
-                    stats[column].add(joined[column].astype("float64").to_numpy())
-                stats[PREDICTION_COLUMN].add(probabilities)
-            if levels is not None:
-                for level in ("high", "medium", "low"):
-                    levels[level] += levels_batch.count(level)
-                levels["positive"] += int(predicted.sum())
-            yield pa.Table.from_arrays(
-                [
-                    pa.array(joined[self.entity_key].to_numpy(), type=schema.field(self.entity_key).type),
-                    pa.array(probabilities, type=pa.float64()),
-                    pa.array(predicted, type=pa.int32()),
-                    pa.array(levels_batch, type=pa.string()),
-                    pa.array([self.model_name] * n, type=pa.string()),
-                    pa.array([version] * n, type=pa.string()),
-                    pa.array([scored_at] * n, type=pa.timestamp("us", tz="UTC")),
-                    pa.array([as_of] * n, type=pa.date32()),
-                ],
-                schema=schema,
-            )
-        if total != len(entities):
-            raise InferenceError(
-                f"scored {total} rows for {len(entities)} entities of {self.entity_table}; nothing written"
-            )
+        except InferenceError as exc:
+            raise InferenceError(f"{self.entity_table}: {exc}") from None
+        if entities.frame.empty:
+            self.log.warning("%s: scope %s selects no rows for %s", self.entity_table, self.scope, as_of)
+        return entities

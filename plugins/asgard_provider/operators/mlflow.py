@@ -20,13 +20,13 @@ from airflow.sdk import BaseOperator, Context
 
 from asgard_provider import evaluation
 from asgard_provider.child_env import child_env, store_credentials
-from asgard_provider.exceptions import AsgardError, TrainingError
+from asgard_provider.exceptions import AsgardError, ModelTaskError, TrainingError
 from asgard_provider.hooks.feast import FeastHook
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.mlflow import MLflowHook
 from asgard_provider.lineage import LineageMixin, mlflow_namespace, model_dataset_name
 from asgard_provider.links import MLFLOW_XCOM, MLflowModelVersionLink, MLflowRunLink, push
-from asgard_provider.monitoring import PREDICTION_PROFILE_ARTIFACT
+from asgard_provider.monitoring import PREDICTION_PROFILE_ARTIFACT, prediction_profiles
 from asgard_provider.paths import PathEscapeError, contained
 from asgard_provider.settings import asgard_home, include_dir
 from asgard_provider.training import CONTEXT_ENV, HOLDOUT_ARTIFACT, TrainingContext
@@ -93,24 +93,30 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
     :class:`~asgard_provider.training.TrainingContext` file and runs the script as a subprocess with
     ``MLFLOW_TRACKING_URI``, ``MLFLOW_RUN_ID`` and ``ASGARD_TRAINING_CONTEXT`` set, streaming its output to the
     task log. A failing script marks the run FAILED and registers nothing. Otherwise the model the script
-    logged at ``model_artifact_path`` becomes a new registered version. It gets the ``champion`` alias when
-    every ``min_metrics`` gate passes AND, if a champion exists, its ``compare_metric`` on the holdout the
-    script logged (``ctx.log_datasets``) is at least the current champion's on that same holdout; otherwise
-    it gets the ``challenger`` alias, the champion stays, and the reason is logged and tagged on the run.
+    logged at ``model_artifact_path`` becomes a new registered version, unless it does not fit ``task`` (a
+    regressor for a classification task: the run is marked FAILED, the error names ``train.task``). It gets
+    the ``champion`` alias when every ``min_metrics`` floor and ``max_metrics`` ceiling holds AND, if a
+    champion exists, its ``compare_metric`` on the holdout the script logged (``ctx.log_datasets``) matches
+    or beats the current champion's on that same holdout (lower is better for mae, rmse, wape and log_loss);
+    otherwise it gets the ``challenger`` alias, the champion stays, and the reason is logged and tagged.
+    Every metric of the task is computed on the holdout and logged as ``holdout_<name>``; a gate on a
+    metric the script did not log itself reads that value.
 
     Lineage tags on every run: DAG, run id, logical date, task, the Iceberg snapshot of the label table (the
     script reads exactly that snapshot) and of each feature view's source table, the feature views, the
-    script's sha256 and the git commit. ROC curve, confusion matrix and feature importance on the holdout
-    are logged under ``plots/``.
+    script's sha256 and the git commit. The task's plots on the holdout (ROC curve and confusion matrix;
+    confusion matrix; predicted vs actual and residuals) and feature importance are logged under ``plots/``.
 
     :param script: file under ``include/training/`` (``include_dir`` or ``$ASGARD_INCLUDE_DIR`` overrides the root).
     :param features: Feast feature refs, ``view:feature``.
     :param hyperparameters: handed to the script as ``ctx.params`` (named so as not to clash with Airflow's
         ``params``); a dict, or a template rendering to a JSON object such as
         ``"{{ params.hyperparameters | tojson }}"`` (lets a trigger form override them).
-    :param min_metrics: gates such as ``{"roc_auc": 0.75}``: the metric must be logged and at least that value.
-    :param compare_metric: holdout metric the new model must match or beat the champion on (see
-        :data:`asgard_provider.evaluation.METRICS`).
+    :param task: ML task type, one of :data:`asgard_provider.evaluation.TASK_TYPES`.
+    :param min_metrics: floors such as ``{"roc_auc": 0.75}``: the metric must be known and at least that value.
+    :param max_metrics: ceilings such as ``{"mae": 12.5}``: the metric must be known and at most that value.
+    :param compare_metric: holdout metric the new model must match or beat the champion on (one of the task's
+        :data:`asgard_provider.evaluation.METRICS`; ``None``: the task's default).
     :param feature_sources: Iceberg source table per feature view (the factory passes the pipeline's), recorded
         as input snapshots without opening the Feast registry in the task; views not listed are looked up there.
     :param compare_with_champion: ``False`` promotes on ``min_metrics`` alone (e.g. after a feature-set change
@@ -138,11 +144,13 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
         features: Sequence[str],
         label_table: str,
         label_column: str,
-        entity_key: str,
+        entity_key: str | Sequence[str],
         timestamp_field: str,
         hyperparameters: dict[str, Any] | str | None = None,
+        task: str = evaluation.BINARY,
         min_metrics: dict[str, float] | None = None,
-        compare_metric: str = "roc_auc",
+        max_metrics: dict[str, float] | None = None,
+        compare_metric: str | None = None,
         compare_with_champion: bool = True,
         model_artifact_path: str = "model",
         champion_alias: str = "champion",
@@ -163,13 +171,15 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
         self.features = list(features)
         self.label_table = label_table
         self.label_column = label_column
-        self.entity_key = entity_key
+        self.entity_keys = [entity_key] if isinstance(entity_key, str) else list(entity_key)
         self.timestamp_field = timestamp_field
         self.hyperparameters: dict[str, Any] | str = (
             hyperparameters if isinstance(hyperparameters, str) else dict(hyperparameters or {})
         )
+        self.task = task
         self.min_metrics = dict(min_metrics or {})
-        self.compare_metric = compare_metric
+        self.max_metrics = dict(max_metrics or {})
+        self.compare_metric = compare_metric or evaluation.DEFAULT_COMPARE_METRIC.get(task, "")
         self.compare_with_champion = compare_with_champion
         self.model_artifact_path = model_artifact_path
         self.champion_alias = champion_alias
@@ -183,16 +193,20 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
         self.iceberg_conn_id = iceberg_conn_id
         self._proc: subprocess.Popen[str] | None = None
 
+    @property
+    def entity_key(self) -> str:
+        """The entity's first key column (the only one unless the key is composite)."""
+        return self.entity_keys[0]
+
     def execute(self, context: Context) -> dict[str, Any]:
         """Run the script in a new MLflow run; register, gate and promote its model."""
         script = resolve_script(self.script, self.include_dir)
         if not self.features:
             raise TrainingError(f"no features given for training script {script.name}")
-        if self.compare_metric not in evaluation.METRICS:
-            raise TrainingError(
-                f"compare_metric {self.compare_metric!r} of task {self.task_id} is not one of "
-                f"{', '.join(evaluation.METRICS)}"
-            )
+        problems = evaluation.metric_problems(self.task, "train.compare_metric", [self.compare_metric])
+        if self.task not in evaluation.TASK_TYPES or problems:
+            evaluation.task_metrics(self.task)  # names the unknown task type
+            raise TrainingError(f"task {self.task_id}: {problems[0]}")
         label_snapshot, inputs = self._input_snapshots()
         mlflow = MLflowHook(self.mlflow_conn_id)
         experiment_id = mlflow.ensure_experiment(self.experiment_name)
@@ -219,6 +233,7 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
                 self._run_script(script, mlflow, run_id, ctx_file, Path(workdir))
             mlflow.finish_run(run_id, "FINISHED")
             model_uri, model_id = mlflow.find_model(run_id, self.model_artifact_path)
+            model = self._fitting_model(mlflow, model_uri, context)
         except BaseException:
             mlflow.finish_run(run_id, "FAILED")
             raise
@@ -226,7 +241,7 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
             mlflow.client().log_artifact(run_id, str(script), "code")
         except Exception as exc:  # a copy of the code is a convenience, not a requirement
             self.log.warning("could not attach %s to run %s: %s", script, run_id, exc)
-        result = self._register(mlflow, run_id, model_uri, model_id)
+        result = self._register(mlflow, run_id, model_uri, model_id, model)
         push(context, MLFLOW_XCOM, {**links, "model_version": result["model_version"]})
         self._report_lineage(mlflow, result["model_version"])
         return result
@@ -242,6 +257,17 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
         self.lineage_output(
             model_dataset_name(self.registered_model_name, version), namespace=mlflow_namespace(mlflow.tracking_uri())
         )
+
+    def _fitting_model(self, mlflow: MLflowHook, model_uri: str, context: Context) -> Any:
+        """Load the logged model; raise naming ``train.task`` in the pipeline file unless it fits the task."""
+        model = mlflow.load_sklearn(model_uri, error=TrainingError)
+        try:
+            evaluation.check_model(model, self.task)
+        except ModelTaskError as exc:
+            dag = context.get("dag")
+            where = f"include/pipelines/{dag.dag_id}.yaml" if dag is not None else "the pipeline file"
+            raise ModelTaskError(f"{exc} ({where}; script {self.script}, task {self.task_id})") from None
+        return model
 
     def _hyperparameters(self) -> dict[str, Any]:
         value = self.hyperparameters
@@ -289,6 +315,7 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
             label_table=self.label_table,
             label_column=self.label_column,
             entity_key=self.entity_key,
+            entity_keys=self.entity_keys,
             timestamp_field=self.timestamp_field,
             catalog=IcebergHook(self.iceberg_conn_id).settings.as_dict(),
             params=self._hyperparameters(),
@@ -296,6 +323,7 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
             registered_model_name=self.registered_model_name,
             experiment_name=self.experiment_name,
             label_snapshot_id=label_snapshot_id,
+            task=self.task,
         )
 
     def _run_script(self, script: Path, mlflow: MLflowHook, run_id: str, ctx_file: Path, workdir: Path) -> None:
@@ -352,17 +380,16 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
             tail.append(line)
             self.log.info("[%s] %s", name, line.rstrip("\n"))
 
-    def _register(self, mlflow: MLflowHook, run_id: str, model_uri: str, model_id: str | None) -> dict[str, Any]:
-        metrics = mlflow.run_metrics(run_id)
-        failures = []
-        for name, minimum in self.min_metrics.items():
-            if name not in metrics:
-                failures.append(f"{name} was not logged (gate: >= {minimum})")
-            elif metrics[name] < float(minimum):
-                failures.append(f"{name} = {metrics[name]:.4f} is below {float(minimum)}")
+    def _register(
+        self, mlflow: MLflowHook, run_id: str, model_uri: str, model_id: str | None, model: Any
+    ) -> dict[str, Any]:
         champion = self._current_champion(mlflow)
         with tempfile.TemporaryDirectory(prefix="asgard-eval-") as tmp:
-            comparison = self._compare(mlflow, run_id, model_uri, champion, Path(tmp))
+            comparison = self._compare(mlflow, run_id, model, champion, Path(tmp))
+        metrics = mlflow.run_metrics(run_id)
+        # A gate on a task metric the script did not log reads the value computed on its holdout.
+        known = {**{k: v for k, v in comparison.pop("holdout_metrics").items()}, **metrics}
+        failures = evaluation.gate_failures(known, self.min_metrics, self.max_metrics)
         failures.extend(comparison.pop("failures"))
         promoted = not failures
         if promoted:
@@ -428,16 +455,19 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
         except TrainingError:
             return None
 
-    def _compare(
-        self, mlflow: MLflowHook, run_id: str, model_uri: str, champion: str | None, tmp: Path
-    ) -> dict[str, Any]:
+    def _compare(self, mlflow: MLflowHook, run_id: str, model: Any, champion: str | None, tmp: Path) -> dict[str, Any]:
         """Score the new model (and the champion) on the run's holdout; log the numbers, plots and profiles."""
         import pandas as pd
 
-        from asgard_provider.monitoring import profile
-
         name = self.compare_metric
-        result: dict[str, Any] = {"metric": name, "rows": None, "new": None, "champion": None, "failures": []}
+        result: dict[str, Any] = {
+            "metric": name,
+            "rows": None,
+            "new": None,
+            "champion": None,
+            "failures": [],
+            "holdout_metrics": {},
+        }
         path = mlflow.download_artifact(run_id, HOLDOUT_ARTIFACT, tmp)
         if path is None:
             self.log.warning(
@@ -454,29 +484,15 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
         holdout = pd.read_parquet(path)
         if self.label_column not in holdout.columns:
             raise TrainingError(f"{HOLDOUT_ARTIFACT} of run {run_id} has no label column {self.label_column!r}")
-        labels = holdout[self.label_column].astype("int64").to_numpy()
+        labels = holdout[self.label_column].to_numpy()
         result["rows"] = len(holdout)
-        model = mlflow.load_sklearn(model_uri, error=TrainingError)
-        proba = evaluation.positive_proba(model, holdout)
-        new_score = evaluation.metric(name, labels, proba)
+        predictions = evaluation.predict(model, holdout, self.task)
+        new_score = evaluation.metric(name, self.task, labels, predictions)
         result["new"] = new_score
-        run_metrics = {f"holdout_{name}": new_score}
+        result["holdout_metrics"] = evaluation.all_metrics(self.task, labels, predictions)
+        run_metrics = {f"holdout_{k}": v for k, v in result["holdout_metrics"].items()}
         if champion is not None and self.compare_with_champion:
-            try:
-                old = mlflow.load_sklearn(f"models:/{self.registered_model_name}/{champion}", error=TrainingError)
-                champion_score = evaluation.metric(name, labels, evaluation.positive_proba(old, holdout))
-            except TrainingError as exc:
-                result["failures"].append(f"champion version {champion} could not be scored on the holdout: {exc}")
-            else:
-                result["champion"] = champion_score
-                run_metrics[f"champion_holdout_{name}"] = champion_score
-                verdict = ">=" if new_score >= champion_score else "<"
-                result["summary"] = (
-                    f"holdout {name} {new_score:.4f} {verdict} champion version {champion}'s {champion_score:.4f} "
-                    f"on the same {len(holdout)} rows"
-                )
-                if new_score < champion_score:
-                    result["failures"].append(result["summary"])
+            self._against_champion(mlflow, champion, holdout, labels, result, run_metrics)
         elif champion is None:
             result["summary"] = f"no champion yet; holdout {name} {new_score:.4f}"
         plots_dir = tmp / "plots"
@@ -485,14 +501,43 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
         try:
             importance = evaluation.feature_importance(model, [c for c in holdout.columns])
             title = f"{self.registered_model_name} run {run_id[:8]}"
-            files["plots"] = evaluation.plot_files(plots_dir, labels, proba, importance, title)
+            files["plots"] = evaluation.plot_files(plots_dir, labels, predictions, importance, title)
         except Exception as exc:  # plots help people; they never decide promotion
             self.log.warning("could not draw evaluation plots for run %s: %s", run_id, exc)
         reference = tmp / PREDICTION_PROFILE_ARTIFACT.rsplit("/", 1)[1]
-        reference.write_text(json.dumps({"holdout_rows": len(holdout), "prediction": profile(proba)}, indent=1))
+        reference.write_text(json.dumps({"holdout_rows": len(holdout), **prediction_profiles(predictions)}, indent=1))
         files[PREDICTION_PROFILE_ARTIFACT.rsplit("/", 1)[0]] = [reference]
         mlflow.log_to_run(run_id, metrics=run_metrics, files=files)
         return result
+
+    def _against_champion(
+        self,
+        mlflow: MLflowHook,
+        champion: str,
+        holdout: Any,
+        labels: Any,
+        result: dict[str, Any],
+        run_metrics: dict[str, float],
+    ) -> None:
+        """Score the champion on the same holdout; record the comparison (and a failure if the new model is worse)."""
+        name, new_score = result["metric"], result["new"]
+        try:
+            old = mlflow.load_sklearn(f"models:/{self.registered_model_name}/{champion}", error=TrainingError)
+            champion_score = evaluation.metric(name, self.task, labels, evaluation.predict(old, holdout, self.task))
+        except TrainingError as exc:
+            result["failures"].append(f"champion version {champion} could not be scored on the holdout: {exc}")
+            return
+        result["champion"] = champion_score
+        run_metrics[f"champion_holdout_{name}"] = champion_score
+        better = evaluation.not_worse(name, self.task, new_score, champion_score)
+        direction = "higher" if evaluation.higher_is_better(name, self.task) else "lower"
+        verdict = "matches or beats" if better else "is worse than"
+        result["summary"] = (
+            f"holdout {name} {new_score:.4f} {verdict} champion version {champion}'s {champion_score:.4f} "
+            f"on the same {len(holdout)} rows ({direction} is better)"
+        )
+        if not better:
+            result["failures"].append(result["summary"])
 
     def on_kill(self) -> None:
         """Stop the training subprocess when the task is killed."""

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from asgard_provider.stages.base import Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
 
@@ -26,7 +26,10 @@ class FeaturesStage(StageModel):
 
     feature_view: str
     entity: str
-    join_key: str
+    join_key: str | None = Field(default=None, description="the entity's key column (shorthand of join_keys: [col])")
+    join_keys: list[str] | None = Field(
+        default=None, min_length=1, description="the entity's key columns, e.g. [store_id, sku_id] (composite key)"
+    )
     source_table: TableName
     timestamp_field: str
     features: list[Feature] = Field(min_length=1)
@@ -34,6 +37,19 @@ class FeaturesStage(StageModel):
     feature_service: str | None = None
     materialize: bool = True
     tags: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _one_key_spelling(self) -> FeaturesStage:
+        if (self.join_key is None) == (self.join_keys is None):
+            raise ValueError("give the entity key as join_key: col or join_keys: [col, ...] (exactly one of them)")
+        if self.join_keys is not None and len(set(self.join_keys)) != len(self.join_keys):
+            raise ValueError(f"join_keys {self.join_keys} names a column twice")
+        return self
+
+    @property
+    def keys(self) -> list[str]:
+        """The entity's key columns, whichever spelling the config used."""
+        return list(self.join_keys) if self.join_keys is not None else [str(self.join_key)]
 
     def feature_refs(self) -> list[str]:
         """``<feature_view>:<feature>`` of every feature, as training and scoring request them."""
@@ -47,7 +63,16 @@ def feature_view(stage: FeaturesStage) -> str:
 
 def spec(stage: FeaturesStage, where: str, base: Path, inputs: Mapping[str, Node]) -> StageSpec:
     """Describe the stage: it reads the Gold source table and writes the feature view."""
+    problems = (
+        (
+            f"{where}.join_keys: a composite entity key ({', '.join(stage.keys)}) is not registered in Feast yet "
+            "(FeastRegisterOperator takes one join key); use one key column until it is",
+        )
+        if len(stage.keys) > 1
+        else ()
+    )
     return StageSpec(
+        problems=problems,
         label=stage.feature_view,
         tasks=(REGISTER_TASK, *([MATERIALIZE_TASK] if stage.materialize else [])),
         reads=(
@@ -72,7 +97,7 @@ def build(node: Node, base: Path) -> Built:
         task_id=REGISTER_TASK,
         feature_view=stage.feature_view,
         entity=stage.entity,
-        join_key=stage.join_key,
+        join_key=stage.keys[0],
         source_table=stage.source_table,
         timestamp_field=stage.timestamp_field,
         features=[feature.model_dump() for feature in stage.features],
@@ -89,7 +114,7 @@ def build(node: Node, base: Path) -> Built:
             task_id=MATERIALIZE_TASK,
             feature_view=stage.feature_view,
             source_table=stage.source_table,
-            join_key=stage.join_key,
+            join_key=stage.keys[0],
             timestamp_field=stage.timestamp_field,
             ttl_days=stage.ttl_days,
         )

@@ -7,8 +7,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from asgard_provider.evaluation import BINARY, DEFAULT_COMPARE_METRIC, TaskType, metric_problems
 from asgard_provider.paths import PathEscapeError, contained
 from asgard_provider.stages import pods
 from asgard_provider.stages.base import Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
@@ -20,15 +21,41 @@ TASK_MARGIN_MINUTES = 10
 
 
 class TrainStage(StageModel):
-    """Run a training script under include/training/ and register its model."""
+    """Run a training script under include/training/ and register its model.
+
+    `task` says what the model predicts; it decides the holdout metrics, the plots, the prediction columns
+    and which models fit (a model that does not fit fails the training task before registration):
+
+    - `binary_classification`: a classifier with `predict_proba` and classes 0 and 1; metrics roc_auc
+      (default `compare_metric`), average_precision, accuracy, precision, recall, f1_score, log_loss.
+    - `multiclass_classification`: a classifier with `predict_proba`; accuracy, macro_f1 (default), log_loss.
+    - `regression`: a regressor (`predict`, not a classifier); mae, rmse (default), wape, r2.
+
+    Lower is better for mae, rmse, wape and log_loss, higher for the others.
+
+    Gates: each `min_metrics` value is a floor, each `max_metrics` value a ceiling (`max_metrics: {mae: 12.5}`);
+    keys must be metrics of the task. A metric the script logs itself is gated on its value, otherwise on the
+    value the training task computes on the holdout (`ctx.log_datasets`). The new model becomes `champion`
+    only if every gate holds and its `compare_metric` on that holdout matches or beats the current
+    champion's on the same rows, in the metric's direction; otherwise it is registered as `challenger`.
+    """
 
     script: str
     experiment: str
     registered_model: str
     label_table: TableName
     label_column: str
+    task: TaskType = Field(
+        default=BINARY,
+        description="ML task type: what the model predicts and which metrics, plots and prediction columns apply",
+    )
     hyperparameters: dict[str, Any] = {}
-    min_metrics: dict[str, float] = {}
+    min_metrics: dict[str, float] = Field(default={}, description="floors: each metric must be at least its value")
+    max_metrics: dict[str, float] = Field(default={}, description="ceilings: each metric must be at most its value")
+    compare_metric: str | None = Field(
+        default=None,
+        description="holdout metric the new model must match or beat the champion on (default per task type)",
+    )
     runner: Literal["local", "kubernetes"] = "local"
     kubernetes: pods.PodOnKubernetes | None = None
     timeout_minutes: int = Field(
@@ -39,6 +66,21 @@ class TrainStage(StageModel):
     def _runner(self) -> TrainStage:
         pods.needs_kubernetes(self)
         return self
+
+    @field_validator("min_metrics", "max_metrics", "compare_metric")
+    @classmethod
+    def _task_metrics(cls, value: Any, info: ValidationInfo) -> Any:
+        task = info.data.get("task")
+        names = [] if value is None else [value] if isinstance(value, str) else list(value)
+        problems = metric_problems(task, "", names) if task else []
+        if problems:
+            raise ValueError("; ".join(p.removeprefix(": ") for p in problems))
+        return value
+
+    @property
+    def comparison_metric(self) -> str:
+        """``compare_metric``, or the task type's default."""
+        return self.compare_metric or DEFAULT_COMPARE_METRIC[self.task]
 
 
 def model(stage: TrainStage) -> str:
@@ -87,10 +129,13 @@ def build(node: Node, base: Path) -> Built:
         feature_sources={features.feature_view: features.source_table},
         label_table=stage.label_table,
         label_column=stage.label_column,
-        entity_key=features.join_key,
+        entity_key=features.keys,
         timestamp_field=features.timestamp_field,
         hyperparameters="{{ params.hyperparameters | tojson }}",
+        task=stage.task,
         min_metrics=stage.min_metrics,
+        max_metrics=stage.max_metrics,
+        compare_metric=stage.comparison_metric,
         timeout=stage.timeout_minutes * 60,  # the operator's own limit: its error names the script and the limit
         execution_timeout=timedelta(minutes=stage.timeout_minutes + TASK_MARGIN_MINUTES),
     )

@@ -37,6 +37,7 @@ def _operator(**overrides: Any) -> BatchInferenceOperator:
         "as_of": AS_OF.isoformat(),
         "output_table": OUTPUT,
         "thresholds": {"high": 0.7, "medium": 0.4},
+        "prediction_column": "churn_probability",
         "batch_size": 700,
     }
     kwargs.update(overrides)
@@ -109,9 +110,21 @@ def test_pinned_version_is_used(trained: dict[str, Any]) -> None:
     assert result["model_version"] == trained["model_version"]
 
 
-def test_a_date_without_snapshot_fails_naming_table_and_latest(trained: dict[str, Any]) -> None:
-    with pytest.raises(InferenceError, match=r"gold\.customer_metrics has no rows .* on 2025-11-12 .*2025-11-11"):
-        _operator(as_of="2025-11-12").execute(run_context())
+def test_latest_scope_scores_each_entity_s_latest_row_up_to_the_date(trained: dict[str, Any]) -> None:
+    """A day without a new snapshot scores every entity's latest earlier row; a date before any row fails."""
+    later = date(2025, 11, 12)
+    result = _operator(as_of=later.isoformat()).execute(run_context(day=later))
+    assert result["rows"] == 2000 and result["scope"] == "latest"
+    gold = IcebergHook().load_table("gold.customer_metrics").scan().to_pandas()
+    snapshot = gold[gold["feature_timestamp"] == snapshot_time(AS_OF)].sort_values("customer_id")
+    model = MLflowHook().load_sklearn_model(MODEL, trained["model_version"])
+    expected = model.predict_proba(snapshot[[f["name"] for f in FEATURES]].astype("float64"))[:, 1]
+    written = _predictions(later).to_pandas().sort_values("customer_id")["churn_probability"].to_numpy()
+    np.testing.assert_allclose(written, expected)
+    with pytest.raises(
+        InferenceError, match=r"gold\.customer_metrics: no rows with feature_timestamp on or before 2025-01-01"
+    ):
+        _operator(as_of="2025-01-01").execute(run_context())
 
 
 def test_missing_alias_names_the_model(trained: dict[str, Any]) -> None:

@@ -99,7 +99,8 @@ def test_model_worse_than_the_champion_on_the_same_holdout_stays_challenger(
     assert run.data.metrics["champion_holdout_roc_auc"] == pytest.approx(old_auc)
     assert run.data.tags["asgard.compared_with_version"] == champion["model_version"]
     reason = run.data.tags["asgard.promotion_reason"]
-    assert reason.startswith(f"holdout roc_auc {new_auc:.4f} < champion version {champion['model_version']}'s")
+    expected = f"holdout roc_auc {new_auc:.4f} is worse than champion version {champion['model_version']}'s"
+    assert reason.startswith(expected) and reason.endswith("(higher is better)")
     assert reason == weak["promotion_reason"] == "; ".join(weak["gate_failures"])
     version = MLflowHook().client().get_model_version(MODEL, weak["model_version"])
     assert version.tags["asgard.promoted"] == "false" and version.tags["asgard.promotion_reason"] == reason

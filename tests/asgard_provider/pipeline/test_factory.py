@@ -134,3 +134,61 @@ def test_the_training_script_gets_its_own_timeout_so_the_error_names_script_and_
     task = _churn().get_task("train_model")
     assert task.timeout == 60 * 60  # MLflowTrainOperator: "training script ... did not finish within 3600s"
     assert task.execution_timeout.total_seconds() == (60 + TASK_MARGIN_MINUTES) * 60  # Airflow's: "Timeout, PID"
+
+
+def _demand(**predict: object) -> dict:
+    """A regression pipeline over the churn Gold table (its tables exist in include/), one model per store x SKU."""
+    return {
+        "pipeline": "demand",
+        "dbt": {"project": "customer_churn", "produces": ["gold.customer_metrics"]},
+        "features": {
+            "feature_view": "demand_features",
+            "entity": "series",
+            "join_key": "customer_id",
+            "source_table": "gold.customer_metrics",
+            "timestamp_field": "feature_timestamp",
+            "features": [{"name": "total_purchases", "dtype": "int64"}],
+        },
+        "train": {
+            "script": "churn_training.py",
+            "experiment": "demand",
+            "registered_model": "demand_model",
+            "label_table": "gold.customer_metrics",
+            "label_column": "total_purchases",
+            "task": "regression",
+            "max_metrics": {"wape": 0.4},
+        },
+        "predict": {"output_table": "gold.demand_predictions", **predict},
+    }
+
+
+def test_task_gates_columns_and_scope_reach_the_tasks(tmp_path: Path) -> None:
+    dag = _dag(tmp_path, _demand(prediction_column="units_next_7d", scope="new_events"), name="demand")
+    train, score = dag.get_task("train_model"), dag.get_task("batch_inference")
+    assert (train.task, train.max_metrics, train.min_metrics, train.compare_metric) == (
+        "regression",
+        {"wape": 0.4},
+        {},
+        "rmse",
+    )
+    assert (score.task, score.prediction_column, score.scope) == ("regression", "units_next_7d", "new_events")
+    churn = _churn().get_task("batch_inference")
+    assert (churn.task, churn.prediction_column, churn.scope) == (
+        "binary_classification",
+        "churn_probability",
+        "latest",
+    )
+
+
+@pytest.mark.parametrize(
+    ("predict", "message"),
+    [
+        ({"thresholds": {"high": 0.8, "medium": 0.5}}, "predict.thresholds: risk levels only exist for train.task"),
+        ({"prediction_column": "model_name"}, "prediction column 'model_name' is used twice or is reserved"),
+        ({"prediction_column": "Units Next"}, "'Units Next' is not a column name"),
+        ({"scope": "recent"}, "predict.scope"),
+    ],
+)
+def test_predict_keys_that_do_not_fit_the_task_are_refused(tmp_path: Path, predict: dict, message: str) -> None:
+    with pytest.raises(PipelineConfigError, match=message.replace(".", r"\.")):
+        _dag(tmp_path, _demand(**predict), name="demand")

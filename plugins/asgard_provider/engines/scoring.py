@@ -1,0 +1,306 @@
+"""Batch scoring without Airflow: pick the rows to score, predict them in batches, shape the prediction columns.
+
+The operator (:class:`~asgard_provider.operators.inference.BatchInferenceOperator`) opens the table, the model
+and the feature store through its hooks and hands them to :func:`select_entities` and :class:`BatchScorer`; the
+batches it gets back are written to Iceberg in one commit.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Literal, get_args
+
+import numpy as np
+import pyarrow as pa
+
+from asgard_provider.evaluation import BINARY, DECISION_THRESHOLD, MULTICLASS, REGRESSION, check_model, risk_level
+from asgard_provider.exceptions import FeatureStoreError, InferenceError, ModelTaskError
+from asgard_provider.monitoring import RunningStats, reference_profile
+from asgard_provider.training import EVENT_TIMESTAMP
+
+Scope = Literal["latest", "new_events", "all"]
+#: Which rows of the entity table a run scores (``predict.scope``).
+SCOPES: tuple[str, ...] = get_args(Scope)
+
+#: Column naming each entity-frame row, so features join back to the row they were fetched for.
+ROW_ID = "__asgard_row"
+
+#: Default name of the probability (binary) or value (regression) column when ``prediction_column`` is not set.
+DEFAULT_VALUE_COLUMN = {BINARY: "probability", REGRESSION: "prediction"}
+
+_UNSAFE = re.compile(r"[^0-9a-zA-Z_]+")
+
+
+@dataclass(frozen=True)
+class PredictionColumns:
+    """How predictions are laid out in the output table, by task type.
+
+    Binary: ``value_column`` (probability of class 1), ``class_column`` (0/1) and ``risk_level``. Multiclass:
+    ``class_column`` (the predicted class) and one ``<probability_prefix><class>`` column per class.
+    Regression: ``value_column`` (the predicted number). Every table ends with the model, time and date columns.
+    """
+
+    task: str = BINARY
+    value_column: str | None = None
+    class_column: str = "prediction"
+    probability_prefix: str = "probability_"
+    thresholds: tuple[float, float] = (0.7, 0.4)
+    decision_threshold: float = DECISION_THRESHOLD
+
+    @property
+    def value(self) -> str:
+        """The probability (binary) or value (regression) column."""
+        return self.value_column or DEFAULT_VALUE_COLUMN.get(self.task, "prediction")
+
+    def probability_column(self, label: Any) -> str:
+        """Column of one class's probability (multiclass): the prefix plus the class label made safe."""
+        return f"{self.probability_prefix}{_UNSAFE.sub('_', str(label)).strip('_').lower()}"
+
+    def prediction_fields(self, classes: Sequence[Any] = ()) -> list[pa.Field]:
+        """List the task's prediction columns (between the entity key and the model columns)."""
+        if self.task == REGRESSION:
+            return [pa.field(self.value, pa.float64())]
+        if self.task == BINARY:
+            return [
+                pa.field(self.value, pa.float64()),
+                pa.field(self.class_column, pa.int32()),
+                pa.field("risk_level", pa.string()),
+            ]
+        return [
+            pa.field(self.class_column, pa.string()),
+            *(pa.field(self.probability_column(c), pa.float64()) for c in classes),
+        ]
+
+    def monitored(self, classes: Sequence[Any] = ()) -> dict[str, str]:
+        """Map monitored prediction columns to their reference profile (``prediction`` or ``class:<label>``)."""
+        if self.task == MULTICLASS:
+            return {self.probability_column(c): f"class:{c}" for c in classes}
+        return {self.value: "prediction"}
+
+    def schema(
+        self, keys: Sequence[tuple[str, pa.DataType]], classes: Sequence[Any] = (), timestamp: str | None = None
+    ) -> pa.Schema:
+        """Columns of the predictions table: keys, (the event timestamp), predictions, model, time and date."""
+        stamp = [pa.field(timestamp, pa.timestamp("us", tz="UTC"))] if timestamp else []
+        return pa.schema(
+            [
+                *(pa.field(name, kind) for name, kind in keys),
+                *stamp,
+                *self.prediction_fields(classes),
+                pa.field("model_name", pa.string()),
+                pa.field("model_version", pa.string()),
+                pa.field("scored_at", pa.timestamp("us", tz="UTC")),
+                pa.field("as_of_date", pa.date32()),
+            ]
+        )
+
+    def problems(self) -> list[str]:
+        """Column names that collide (with each other or the columns every predictions table has)."""
+        names = [f.name for f in self.prediction_fields()]
+        taken = {"model_name", "model_version", "scored_at", "as_of_date"}
+        return [
+            f"prediction column {n!r} is used twice or is reserved" for n in names if n in taken or names.count(n) > 1
+        ]
+
+
+@dataclass(frozen=True)
+class Entities:
+    """The rows a run scores: entity keys, ``event_timestamp`` and a row id; plus the keys' Arrow types."""
+
+    frame: Any
+    key_types: tuple[tuple[str, pa.DataType], ...]
+    scope: str
+
+
+def select_entities(
+    table: Any,
+    keys: Sequence[str],
+    timestamp_field: str,
+    scope: str,
+    as_of: date,
+    interval: tuple[datetime, datetime] | None = None,
+) -> Entities:
+    """Pick the rows of ``table`` (a pyiceberg table) to score.
+
+    ``latest``: each entity's latest row at or before the end of ``as_of`` (one score per entity);
+    ``new_events``: every row whose timestamp is in ``interval`` = [start, end) (the run's new events);
+    ``all``: every row of the table. Rows without a key or timestamp are left out.
+    """
+    import pandas as pd
+    import pyarrow.compute as pc
+
+    if scope not in SCOPES:
+        raise InferenceError(f"predict.scope {scope!r} is not one of {', '.join(SCOPES)}")
+    try:
+        data = table.scan(selected_fields=(*keys, timestamp_field)).to_arrow()
+    except ValueError as exc:
+        raise InferenceError(
+            f"cannot read {', '.join(keys)} and {timestamp_field} from the entity table: {exc}"
+        ) from exc
+    missing = [c for c in (*keys, timestamp_field) if c not in data.column_names]
+    if missing:
+        raise InferenceError(f"the entity table has no column(s) {', '.join(missing)}")
+    key_types = tuple((k, data.schema.field(k).type) for k in keys)
+    frame = data.to_pandas().dropna(subset=[*keys, timestamp_field])
+    stamps = pd.to_datetime(frame[timestamp_field], utc=True)
+    if scope == "latest":
+        end = datetime.combine(as_of + timedelta(days=1), time(), tzinfo=UTC)
+        frame = frame[stamps < end]
+        if frame.empty:
+            latest = pc.max(data.column(timestamp_field)).as_py() if data.num_rows else None
+            raise InferenceError(
+                f"no rows with {timestamp_field} on or before {as_of} (latest: {latest or 'none, the table is empty'})"
+            )
+        frame = frame.groupby(list(keys), as_index=False)[timestamp_field].max()
+    elif scope == "new_events":
+        if interval is None:
+            raise InferenceError("predict.scope new_events needs the run's data interval")
+        start, stop = (
+            pd.Timestamp(t).tz_convert(UTC) if pd.Timestamp(t).tzinfo else pd.Timestamp(t, tz=UTC) for t in interval
+        )
+        frame = frame[(stamps >= start) & (stamps < stop)]
+    frame = frame.rename(columns={timestamp_field: EVENT_TIMESTAMP}).sort_values([*keys, EVENT_TIMESTAMP])
+    frame[EVENT_TIMESTAMP] = pd.to_datetime(frame[EVENT_TIMESTAMP], utc=True)
+    frame = frame.reset_index(drop=True)
+    frame[ROW_ID] = np.arange(len(frame), dtype="int64")
+    return Entities(frame, key_types, scope)
+
+
+@dataclass
+class ScoringTally:
+    """What scoring saw, accumulated batch by batch: stats per feature and prediction column, class counts."""
+
+    stats: dict[str, RunningStats]
+    levels: dict[str, int] = field(default_factory=lambda: {"high": 0, "medium": 0, "low": 0, "positive": 0})
+    rows: int = 0
+
+
+@dataclass(frozen=True)
+class ModelStamp:
+    """Who scored and when: written on every prediction row."""
+
+    model_name: str
+    model_version: str
+    as_of: date
+    scored_at: datetime
+
+
+class BatchScorer:
+    """Score an :class:`Entities` frame with one model, batch by batch, into Arrow tables of :meth:`schema`.
+
+    :param model: a fitted scikit-learn estimator that fits ``columns.task`` (checked here).
+    :param fetch: features for a batch of entity rows (keys, ``event_timestamp``, row id) -> a frame holding
+        the row id and the feature columns, e.g. a Feast point-in-time join.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        columns: PredictionColumns,
+        feature_columns: Sequence[str],
+        fetch: Callable[[Any], Any],
+        stamp: ModelStamp,
+        *,
+        keep_timestamp: str | None = None,
+    ) -> None:
+        try:
+            check_model(model, columns.task)
+        except ModelTaskError as exc:
+            raise InferenceError(f"{stamp.model_name} version {stamp.model_version}: {exc}") from None
+        self.model = model
+        self.columns = columns
+        self.feature_columns = list(feature_columns)
+        self.fetch = fetch
+        self.stamp = stamp
+        self.keep_timestamp = keep_timestamp
+        self.classes = tuple(getattr(model, "classes_", ())) if columns.task != REGRESSION else ()
+        names = [f.name for f in columns.prediction_fields(self.classes)]
+        clashes = sorted({n for n in names if names.count(n) > 1})
+        if clashes:
+            raise InferenceError(
+                f"{stamp.model_name} version {stamp.model_version}: classes {list(self.classes)} give the same "
+                f"prediction column(s) {', '.join(clashes)}; change predict.probability_prefix or the labels"
+            )
+
+    def schema(self, entities: Entities) -> pa.Schema:
+        """Columns of the predictions table for these entities."""
+        return self.columns.schema(entities.key_types, self.classes, self.keep_timestamp)
+
+    def tally(self, reference: Mapping[str, Any]) -> ScoringTally:
+        """Empty stats binned like the reference profiles (``features`` and prediction profiles)."""
+        features = reference.get("features", {})
+        stats = {c: RunningStats(features.get(c, {}).get("edges", [])) for c in self.feature_columns}
+        for column, ref_key in self.columns.monitored(self.classes).items():
+            stats[column] = RunningStats(reference_profile(reference, ref_key).get("edges", []))
+        return ScoringTally(stats)
+
+    def batches(self, entities: Entities, batch_size: int, tally: ScoringTally) -> Iterator[pa.Table]:
+        """Yield scored batches; raise (aborting the write) unless every row is scored exactly once."""
+        if batch_size <= 0:
+            raise InferenceError(f"batch_size must be positive, got {batch_size}")
+        schema = self.schema(entities)
+        frame = entities.frame
+        for start in range(0, len(frame), batch_size):
+            chunk = frame.iloc[start : start + batch_size]
+            try:
+                features = self.fetch(chunk)
+            except FeatureStoreError as exc:
+                raise InferenceError(f"feature retrieval failed: {exc}") from exc
+            features = features.drop_duplicates(subset=[ROW_ID])[[ROW_ID, *self.feature_columns]]
+            joined = chunk.merge(features, on=ROW_ID, how="left", validate="one_to_one")
+            yield self._table(joined, schema, tally, [name for name, _ in entities.key_types])
+        if tally.rows != len(frame):
+            raise InferenceError(f"scored {tally.rows} rows for {len(frame)} entity rows; nothing written")
+
+    def _table(self, joined: Any, schema: pa.Schema, tally: ScoringTally, keys: list[str]) -> pa.Table:
+        data = joined[self.feature_columns].astype("float64")
+        try:
+            columns = self._predict(data, tally)
+        except Exception as exc:
+            raise InferenceError(
+                f"{self.stamp.model_name} version {self.stamp.model_version} failed to score: {exc}"
+            ) from exc
+        for column in self.feature_columns:
+            tally.stats[column].add(data[column].to_numpy())
+        n = len(joined)
+        tally.rows += n
+        arrays = {name: joined[name].to_numpy() for name in keys}
+        if self.keep_timestamp:
+            arrays[self.keep_timestamp] = joined[EVENT_TIMESTAMP].to_numpy()
+        arrays |= columns
+        arrays |= {
+            "model_name": [self.stamp.model_name] * n,
+            "model_version": [self.stamp.model_version] * n,
+            "scored_at": [self.stamp.scored_at] * n,
+            "as_of_date": [self.stamp.as_of] * n,
+        }
+        return pa.Table.from_arrays([pa.array(arrays[f.name], type=f.type) for f in schema], schema=schema)
+
+    def _predict(self, data: Any, tally: ScoringTally) -> dict[str, Any]:
+        """Prediction columns of one batch; counts into ``tally``."""
+        task, spec = self.columns.task, self.columns
+        if task == REGRESSION:
+            values = np.asarray(self.model.predict(data), dtype="float64")
+            tally.stats[spec.value].add(values)
+            return {spec.value: values}
+        proba = np.asarray(self.model.predict_proba(data), dtype="float64")
+        if task == BINARY:
+            positive = proba[:, [float(c) for c in self.classes].index(1.0)]
+            levels = [risk_level(p, *spec.thresholds) for p in positive.tolist()]
+            predicted = (positive >= spec.decision_threshold).astype(np.int32)
+            tally.stats[spec.value].add(positive)
+            for level in ("high", "medium", "low"):
+                tally.levels[level] += levels.count(level)
+            tally.levels["positive"] += int(predicted.sum())
+            return {spec.value: positive, spec.class_column: predicted, "risk_level": levels}
+        out: dict[str, Any] = {
+            spec.class_column: [str(c) for c in np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]]
+        }
+        for i, label in enumerate(self.classes):
+            column = spec.probability_column(label)
+            out[column] = proba[:, i]
+            tally.stats[column].add(proba[:, i])
+        return out
