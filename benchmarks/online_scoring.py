@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 _register("asgard_bench_redis")
                 on_redis = OnlineScorer(MODEL, feast_conn_id="asgard_bench_redis")
-                same = all(on_redis.score(c).churn_probability == sqlite.score(c).churn_probability for c in ids[:50])
+                same = all(on_redis.score(c).value == sqlite.score(c).value for c in ids[:50])
                 print(f"redis scores equal sqlite scores on 50 ids: {same}", flush=True)
                 results += _measure("redis", on_redis, ids, args.warmup)
             finally:
