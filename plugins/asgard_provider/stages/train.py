@@ -20,6 +20,37 @@ TASK = "train_model"
 TASK_MARGIN_MINUTES = 10
 
 
+class HyperparameterBound(StageModel):
+    """Bounds of one hyperparameter on the trigger form: a run asking for a value outside them is refused."""
+
+    type: Literal["integer", "number"] = Field(default="number", description="JSON Schema type of the value")
+    minimum: float | None = None
+    maximum: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HyperparameterBound:
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"minimum {self.minimum} is above maximum {self.maximum}")
+        return self
+
+    def problem(self, value: Any) -> str | None:
+        """Say why ``value`` is outside the bounds (``None`` when it is inside)."""
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if not numeric or (self.type == "integer" and not float(value).is_integer()):
+            return f"{value!r} is not a{'n integer' if self.type == 'integer' else ' number'}"
+        if self.minimum is not None and value < self.minimum:
+            return f"{value} is below the minimum {self.minimum:g}"
+        if self.maximum is not None and value > self.maximum:
+            return f"{value} is above the maximum {self.maximum:g}"
+        return None
+
+    def json_schema(self) -> dict[str, Any]:
+        """The bound as a JSON Schema property, as Airflow validates a run's params against it."""
+        schema: dict[str, Any] = {"type": self.type}
+        schema.update({k: v for k, v in (("minimum", self.minimum), ("maximum", self.maximum)) if v is not None})
+        return schema
+
+
 class TrainStage(StageModel):
     """Run a training script under include/training/ and register its model.
 
@@ -50,6 +81,11 @@ class TrainStage(StageModel):
         description="ML task type: what the model predicts and which metrics, plots and prediction columns apply",
     )
     hyperparameters: dict[str, Any] = {}
+    hyperparameter_bounds: dict[str, HyperparameterBound] = Field(
+        default={},
+        description="bounds per hyperparameter (`{n_estimators: {type: integer, minimum: 10, maximum: 500}}`); a "
+        "trigger asking for a value outside them is refused before the run is created",
+    )
     min_metrics: dict[str, float] = Field(default={}, description="floors: each metric must be at least its value")
     max_metrics: dict[str, float] = Field(default={}, description="ceilings: each metric must be at most its value")
     compare_metric: str | None = Field(
@@ -65,6 +101,17 @@ class TrainStage(StageModel):
     @model_validator(mode="after")
     def _runner(self) -> TrainStage:
         pods.needs_kubernetes(self)
+        return self
+
+    @model_validator(mode="after")
+    def _defaults_in_bounds(self) -> TrainStage:
+        problems = [
+            f"hyperparameters.{name}: {problem} (hyperparameter_bounds.{name})"
+            for name, bound in self.hyperparameter_bounds.items()
+            if name in self.hyperparameters and (problem := bound.problem(self.hyperparameters[name]))
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @field_validator("min_metrics", "max_metrics", "compare_metric")
@@ -148,12 +195,14 @@ def params(stage: TrainStage) -> dict[str, Any]:
     """``hyperparameters`` on the trigger form, defaulting to the config's."""
     from airflow.sdk import Param
 
+    bounds = {name: bound.json_schema() for name, bound in stage.hyperparameter_bounds.items()}
     return {
         "hyperparameters": Param(
             dict(stage.hyperparameters),
             type="object",
             title="Model hyperparameters",
             description=f"Passed to include/training/{stage.script} as ctx.params.",
+            **({"properties": bounds} if bounds else {}),
         )
     }
 

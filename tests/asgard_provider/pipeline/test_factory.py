@@ -54,6 +54,19 @@ def test_trigger_form_params_are_typed_and_default_to_the_config() -> None:
         params.get_param("hyperparameters").resolve("not an object")
 
 
+@pytest.mark.parametrize(
+    "asked",
+    [{"n_estimators": 100_000}, {"n_estimators": 2.5}, {"max_depth": 0}, {"n_estimators": "many"}],
+)
+def test_trigger_outside_the_hyperparameter_bounds_is_refused(asked: dict) -> None:
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    param = _churn().params.get_param("hyperparameters")
+    assert param.resolve({"n_estimators": 300, "max_depth": 12}) == {"n_estimators": 300, "max_depth": 12}
+    with pytest.raises(ParamValidationError):
+        param.resolve({"n_estimators": 100, "max_depth": 10, **asked})
+
+
 def test_every_written_table_is_an_asset_outlet() -> None:
     dag = _churn()
     outlets = {t.task_id: sorted(a.name for a in t.outlets) for t in dag.tasks if t.outlets}
