@@ -284,7 +284,7 @@ class RestToIcebergOperator(LineageMixin, BaseOperator):
     are dropped, the cursor is stored as a timestamp, and exactly that slice of the target is replaced.
 
     :param rest_conn_id: Airflow connection of the API (base URL and credentials).
-    :param resource: path under the base URL, e.g. ``tickets``.
+    :param resource: path under the base URL, e.g. ``v2/orders``.
     :param params: fixed query parameters (no credentials: those come from the connection).
     :param record_path: dot-separated keys to the list of records in each body (``""``: the body is the list).
     :param pagination: :class:`~asgard_provider.sources.rest.Pagination` fields, e.g. ``{"style": "page_number"}``.
