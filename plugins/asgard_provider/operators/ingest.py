@@ -238,7 +238,7 @@ class FileToIcebergOperator(LineageMixin, BaseOperator):
         if self.file_format not in FILE_FORMATS:
             raise SourceError(f"file_format {self.file_format!r} is not one of {', '.join(FILE_FORMATS)}")
         filesystem, path = self._filesystem()
-        files = list_files(filesystem, path)
+        files = list_files(filesystem, path, shown=self.path)
         self.log.info("%s: %d file(s) match", self.path, len(files))
         batches = Columns.of(self.columns, self.exclude_columns).apply(
             read_files(filesystem, files, self.file_format, self.block_bytes), f"source file {self.path}"
