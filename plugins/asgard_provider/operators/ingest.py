@@ -255,7 +255,8 @@ class FileToIcebergOperator(LineageMixin, BaseOperator):
             "%s -> %s: %s rows (snapshot %s)", self.path, result["table"], result["rows_written"], result["snapshot_id"]
         )
         publish(context, result["table"], snapshot_id=result["snapshot_id"], rows_written=result["rows_written"])
-        self.lineage_input(self.path, namespace="s3" if self.path.startswith("s3://") else "file")
+        remote = self.path.startswith("s3://")
+        self.lineage_input(self.path if remote else path, namespace="s3" if remote else "file")
         self.lineage_output(result["table"], table=iceberg.load_table(result["table"]), rows=result["rows_written"])
         return result
 
