@@ -238,7 +238,7 @@ class FileToIcebergOperator(LineageMixin, BaseOperator):
         if self.file_format not in FILE_FORMATS:
             raise SourceError(f"file_format {self.file_format!r} is not one of {', '.join(FILE_FORMATS)}")
         filesystem, path = self._filesystem()
-        files = list_files(filesystem, path)
+        files = list_files(filesystem, path, shown=self.path)
         self.log.info("%s: %d file(s) match", self.path, len(files))
         batches = Columns.of(self.columns, self.exclude_columns).apply(
             read_files(filesystem, files, self.file_format, self.block_bytes), f"source file {self.path}"
@@ -255,7 +255,8 @@ class FileToIcebergOperator(LineageMixin, BaseOperator):
             "%s -> %s: %s rows (snapshot %s)", self.path, result["table"], result["rows_written"], result["snapshot_id"]
         )
         publish(context, result["table"], snapshot_id=result["snapshot_id"], rows_written=result["rows_written"])
-        self.lineage_input(self.path, namespace="s3" if self.path.startswith("s3://") else "file")
+        remote = self.path.startswith("s3://")
+        self.lineage_input(self.path if remote else path, namespace="s3" if remote else "file")
         self.lineage_output(result["table"], table=iceberg.load_table(result["table"]), rows=result["rows_written"])
         return result
 
@@ -284,7 +285,7 @@ class RestToIcebergOperator(LineageMixin, BaseOperator):
     are dropped, the cursor is stored as a timestamp, and exactly that slice of the target is replaced.
 
     :param rest_conn_id: Airflow connection of the API (base URL and credentials).
-    :param resource: path under the base URL, e.g. ``tickets``.
+    :param resource: path under the base URL, e.g. ``v2/orders``.
     :param params: fixed query parameters (no credentials: those come from the connection).
     :param record_path: dot-separated keys to the list of records in each body (``""``: the body is the list).
     :param pagination: :class:`~asgard_provider.sources.rest.Pagination` fields, e.g. ``{"style": "page_number"}``.

@@ -57,14 +57,18 @@ def _has_glob(text: str) -> bool:
     return any(mark in text for mark in _GLOB)
 
 
-def list_files(filesystem: Any, path: str) -> list[str]:
-    """Files ``path`` names (a glob or one file), in name order; ``SourceError`` naming ``path`` if none."""
+def list_files(filesystem: Any, path: str, shown: str | None = None) -> list[str]:
+    """Return the files ``path`` names (a glob or one file) in name order; ``SourceError`` naming ``shown`` if none.
+
+    ``shown`` is the path as configured: an error never echoes an expanded value.
+    """
+    shown = shown or path
     from pyarrow import fs
 
     if not _has_glob(path):
         info = filesystem.get_file_info(path)
         if info.type != fs.FileType.File:
-            raise SourceError(f"source file {path} does not exist")
+            raise SourceError(f"source file {shown} does not exist")
         return [path]
     parts = path.split("/")
     first = next(i for i, part in enumerate(parts) if _has_glob(part))
@@ -73,7 +77,7 @@ def list_files(filesystem: Any, path: str) -> list[str]:
     infos = filesystem.get_file_info(selector)
     found = sorted(i.path for i in infos if i.type == fs.FileType.File and fnmatch.fnmatchcase(i.path, path))
     if not found:
-        raise SourceError(f"no file matches {path}")
+        raise SourceError(f"no file matches {shown}")
     return found
 
 

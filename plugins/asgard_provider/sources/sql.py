@@ -76,7 +76,7 @@ def quote_identifier(name: str, dialect: Dialect) -> str:
 
 
 def quote_table(table: str, dialect: Dialect) -> str:
-    """Quote ``table`` or ``schema.table`` (each part separately, so ``public.customers`` works)."""
+    """Quote ``table`` or ``schema.table`` (each part separately, so ``public.orders`` works)."""
     parts = table.split(".")
     if len(parts) > 2 or not all(parts):
         raise SourceError(f"invalid source table {table!r}: use 'table' or 'schema.table'")

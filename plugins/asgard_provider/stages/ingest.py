@@ -34,11 +34,11 @@ class SqlSource(_Columns):
 
     Read through connectorx straight into Arrow. ``connect_timeout_seconds`` bounds reaching the server,
     ``statement_timeout_seconds`` the wait for each batch of rows (PostgreSQL also enforces it on the server).
-    Example: `source: {connection: crm_db, table: public.customers, exclude_columns: [email, phone]}`.
+    Example: `source: {connection: crm_db, table: public.accounts, exclude_columns: [email, phone]}`.
     """
 
     connection: str = Field(description="Airflow connection id of the source database")
-    table: str = Field(description="source table, `table` or schema-qualified `schema.table` (`public.customers`)")
+    table: str = Field(description="source table, `table` or schema-qualified `schema.table` (`public.accounts`)")
     connect_timeout_seconds: int = Field(default=DEFAULT_CONNECT_TIMEOUT_S, gt=0, le=3600)
     statement_timeout_seconds: int = Field(default=DEFAULT_STATEMENT_TIMEOUT_S, gt=0, le=86_400)
 
@@ -82,13 +82,13 @@ class RestSource(_Columns):
 
     With `incremental: {cursor: updated_at}` on the stage, the run's data interval is sent as `since_param`
     (and `until_param`) and only records whose cursor falls in the interval are kept; each run replaces that
-    slice of Bronze. Example: `source: {connection: support_api, resource: tickets, record_path: data,
+    slice of Bronze. Example: `source: {connection: helpdesk_api, resource: cases, record_path: data,
     pagination: {style: page_number, size: 1000}}` with `incremental: {cursor: updated_at}` and
     `since_param: updated_since`.
     """
 
     connection: str = Field(description="Airflow connection id of the API (host = base URL; auth from it)")
-    resource: str = Field(description="path under the base URL, e.g. `tickets` or `v2/orders`")
+    resource: str = Field(description="path under the base URL, e.g. `cases` or `v2/orders`")
     params: dict[str, str] = Field(default={}, description="fixed query parameters (no credentials)")
     record_path: str = Field(default="", description="dot path to the list of records in each body (`data`)")
     pagination: RestPagination = RestPagination()

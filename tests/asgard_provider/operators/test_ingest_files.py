@@ -81,7 +81,7 @@ def test_s3_glob_matching_nothing_names_the_path(asgard_home: Path, s3: S3Server
         conn_id="test_s3",
         target_table="bronze.orders",
     )
-    with pytest.raises(SourceError, match=r"no file matches exports/nope/\*\.parquet"):
+    with pytest.raises(SourceError, match=r"no file matches s3://exports/nope/\*\.parquet"):
         op.execute(CONTEXT)
     assert not IcebergHook().table_exists("bronze.orders")
 
