@@ -2,102 +2,29 @@
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
+from . import airflow_server
+
 DB = f"asgard_api_{os.getpid()}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _pg(sql: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
-
-
 @pytest.fixture
-def api_server(tmp_path: Path) -> Iterator[str]:
+def api_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """`airflow api-server` with SimpleAuthManager (admin / pw) and gold.t written to the embedded catalog."""
     import pyarrow as pa
 
-    port = _free_port()
-    (tmp_path / "passwords.json").write_text(json.dumps({"admin": "pw"}))
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{DB}",
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-        "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "passwords.json"),
-        "ASGARD_HOME": str(tmp_path / "asgard"),
-    }
-    os.environ["ASGARD_HOME"] = env["ASGARD_HOME"]
     from asgard_provider.hooks.iceberg import IcebergHook
 
+    home = tmp_path / "asgard"
+    monkeypatch.setenv("ASGARD_HOME", str(home))
     IcebergHook().write("gold.t", [pa.table({"a": [1, 2, 3]})], mode="overwrite")
-    _pg(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-    _pg(f'CREATE DATABASE "{DB}"')
-    migrate = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=600)
-    assert migrate.returncode == 0, migrate.stderr[-3000:]
-    log = tmp_path / "api-server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [AIRFLOW, "api-server", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    try:
-        _wait_ready(f"http://127.0.0.1:{port}", proc, log)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        _pg(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-        os.environ.pop("ASGARD_HOME", None)
-
-
-def _wait_ready(base: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"api-server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{base}/api/v2/monitor/health", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    pytest.fail(f"api-server not ready:\n{log.read_text()[-3000:]}")
+    with airflow_server.api_server(tmp_path, home, DB) as base:
+        yield base
 
 
 @pytest.mark.postgres
@@ -117,9 +44,7 @@ def test_plugin_endpoints_need_airflows_token(api_server: str) -> None:
         httpx.get(f"{api_server}/asgard/models", headers={"Authorization": "Bearer x"}, timeout=30).status_code == 403
     )
 
-    token = httpx.post(f"{api_server}/auth/token", json={"username": "admin", "password": "pw"}, timeout=30)
-    assert token.status_code == 201, token.text
-    auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    auth = airflow_server.token_headers(api_server)
     models = httpx.get(f"{api_server}/asgard/models", headers=auth, timeout=60)
     assert models.status_code == 200 and models.json() == {"models": []}
     answer = httpx.post(f"{api_server}/asgard/query", json=query, headers=auth, timeout=60)

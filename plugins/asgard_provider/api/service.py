@@ -158,6 +158,8 @@ def model_detail(name: str, mlflow_conn_id: str | None = None) -> dict[str, Any]
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise ModelNotFoundError(f"no registered model {name!r}") from None
+        if exc.error_code == "INVALID_PARAMETER_VALUE":  # e.g. a ':' or '/': no model can have that name
+            raise ModelNotFoundError(f"no registered model {name!r} ({exc.message})") from None
         raise
     versions = client.search_model_versions(f"name = '{name}'")
     by_version: dict[str, list[str]] = {}
