@@ -45,7 +45,7 @@ class HyperparameterBound(StageModel):
         return None
 
     def json_schema(self) -> dict[str, Any]:
-        """The bound as a JSON Schema property, as Airflow validates a run's params against it."""
+        """Return the bound as a JSON Schema property, which Airflow validates a run's params against."""
         schema: dict[str, Any] = {"type": self.type}
         schema.update({k: v for k, v in (("minimum", self.minimum), ("maximum", self.maximum)) if v is not None})
         return schema
@@ -196,13 +196,14 @@ def params(stage: TrainStage) -> dict[str, Any]:
     from airflow.sdk import Param
 
     bounds = {name: bound.json_schema() for name, bound in stage.hyperparameter_bounds.items()}
+    schema: dict[str, Any] = {"properties": bounds} if bounds else {}
     return {
         "hyperparameters": Param(
             dict(stage.hyperparameters),
             type="object",
             title="Model hyperparameters",
             description=f"Passed to include/training/{stage.script} as ctx.params.",
-            **({"properties": bounds} if bounds else {}),
+            **schema,
         )
     }
 
