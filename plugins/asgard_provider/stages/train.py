@@ -84,7 +84,8 @@ class TrainStage(StageModel):
     hyperparameter_bounds: dict[str, HyperparameterBound] = Field(
         default={},
         description="bounds per hyperparameter (`{n_estimators: {type: integer, minimum: 10, maximum: 500}}`); a "
-        "trigger asking for a value outside them is refused before the run is created",
+        "trigger asking for a value outside them, or for a hyperparameter neither set nor bounded here, is refused "
+        "before the run is created",
     )
     min_metrics: dict[str, float] = Field(default={}, description="floors: each metric must be at least its value")
     max_metrics: dict[str, float] = Field(default={}, description="ceilings: each metric must be at most its value")
@@ -195,8 +196,10 @@ def params(stage: TrainStage) -> dict[str, Any]:
     """``hyperparameters`` on the trigger form, defaulting to the config's."""
     from airflow.sdk import Param
 
+    # Declared bounds close the form: a hyperparameter the config neither sets nor bounds is refused.
     bounds = {name: bound.json_schema() for name, bound in stage.hyperparameter_bounds.items()}
-    schema: dict[str, Any] = {"properties": bounds} if bounds else {}
+    known: dict[str, dict[str, Any]] = {name: {} for name in stage.hyperparameters} | bounds
+    schema: dict[str, Any] = {"properties": known, "additionalProperties": False} if bounds else {}
     return {
         "hyperparameters": Param(
             dict(stage.hyperparameters),

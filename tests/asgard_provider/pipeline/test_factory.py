@@ -56,7 +56,7 @@ def test_trigger_form_params_are_typed_and_default_to_the_config() -> None:
 
 @pytest.mark.parametrize(
     "asked",
-    [{"n_estimators": 100_000}, {"n_estimators": 2.5}, {"max_depth": 0}, {"n_estimators": "many"}],
+    [{"n_estimators": 100_000}, {"n_estimators": 2.5}, {"max_depth": 0}, {"n_estimators": "many"}, {"typo": 1}],
 )
 def test_trigger_outside_the_hyperparameter_bounds_is_refused(asked: dict) -> None:
     from airflow.sdk.definitions.param import ParamValidationError
