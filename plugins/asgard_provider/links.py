@@ -1,5 +1,7 @@
 """Extra links on Asgard tasks in the Airflow UI: the MLflow run and model version, the Spark UI.
 
+Without an MLflow UI (the embedded store), the MLflow links open the models section of the pipeline's Asgard page.
+
 Operators push what a link needs to XCom while they run (:data:`MLFLOW_XCOM`, :data:`SPARK_UI_XCOM`). When the
 task ends, the worker calls each link's ``get_link`` and stores the URL; the UI shows a button per non-empty URL.
 """
@@ -61,6 +63,13 @@ def mlflow_model_version_url(base: str, model_name: str, version: str) -> str:
     return f"{base}/#/models/{quote(model_name, safe='')}/versions/{quote(str(version))}"
 
 
+def asgard_models_url(dag_id: str) -> str:
+    """Return the models section of a pipeline's Asgard page (the api-server serves it under the plugin's prefix)."""
+    from asgard_provider.api.plugin import PAGE_ROUTE, URL_PREFIX
+
+    return URL_PREFIX + PAGE_ROUTE.format(dag_id=quote(dag_id, safe="")) + "#models"
+
+
 class _MLflowLink(BaseOperatorLink):
     """A page of the MLflow UI built from what MLflowTrainOperator pushed; ``""`` until ``required`` is known."""
 
@@ -71,12 +80,15 @@ class _MLflowLink(BaseOperatorLink):
         raise NotImplementedError
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        """Return the page, or ``""`` when the task pushed nothing yet or MLflow has no UI."""
+        """Return the page (see :meth:`page`), or ``""`` when the task pushed nothing yet."""
         info = _xcom(ti_key, MLFLOW_XCOM)
         if not isinstance(info, dict) or not info.get(self.required):
             return ""
-        base = mlflow_ui_url(str(getattr(operator, "mlflow_conn_id", "")))
-        return self.url(base, info) if base else ""
+        return self.page(mlflow_ui_url(str(getattr(operator, "mlflow_conn_id", ""))), info, ti_key.dag_id)
+
+    def page(self, base: str | None, info: dict[str, Any], dag_id: str) -> str:
+        """Return the MLflow UI page under ``base``; without an MLflow UI, the models of the pipeline's Asgard page."""
+        return self.url(base, info) if base else asgard_models_url(dag_id)
 
 
 class MLflowRunLink(_MLflowLink):
