@@ -57,6 +57,6 @@ def column_problems(use: ColumnUse, declared: TableColumns) -> list[str]:
 def undeclared_warning(table: str, declared: TableColumns, keys: list[str]) -> str:
     """Warn that a table's writer declares no columns: say what is not checked, and the fix."""
     return (
-        f"{', '.join(keys)}: the columns of {table} are not checked: {declared.source} declares none; "
-        "document them under the model's columns: (or add a contract) in its schema YAML"
+        f"{', '.join(keys)}: not checked: {table} has no declared columns ({declared.source}); document every "
+        "column under the model's columns: (or add a contract) in its schema YAML"
     )

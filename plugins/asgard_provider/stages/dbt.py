@@ -129,10 +129,13 @@ def model_columns(stage: DbtStage, base: Path, table: str) -> TableColumns | Non
         return contract
     node = _manifest_models(manifest).get(model)
     if node is None:
-        return TableColumns(f"the compiled manifest of {_shown(project, base)}, which has no model {model}", {})
+        return TableColumns(f"the compiled manifest of {_shown(project, base)} has no model {model}", {})
     patch = str(node.get("patch_path") or "").partition("://")[2]
-    where = _shown(project / patch, base) if patch else f"the compiled manifest of {_shown(project, base)}"
-    source = f"{where}, {'contract' if _contract(node) else 'documented columns'} of model {model}"
+    if not patch:
+        return TableColumns(f"model {model} of {_shown(project, base)} has no schema YAML", {})
+    source = (
+        f"{_shown(project / patch, base)}, {'contract' if _contract(node) else 'documented columns'} of model {model}"
+    )
     return TableColumns(source, {name: col.get("data_type") for name, col in (node.get("columns") or {}).items()})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -115,7 +116,8 @@ def spec(stage: TrainStage, where: str, base: Path, inputs: Mapping[str, Node]) 
     uses = [ColumnUse(stage.label_table, stage.label_column, f"{where}.label_column")]
     source = inputs["features"].config if "features" in inputs else None
     if source is not None and source.source_table != stage.label_table:  # labels join on keys and timestamp
-        uses += key_uses(source, inputs["features"].where, stage.label_table)
+        joined = key_uses(source, inputs["features"].where, stage.label_table)
+        uses += [replace(use, key=f"{use.key} (joined to {where}.label_table)") for use in joined]
     return StageSpec(
         label=stage.script,
         tasks=(TASK,),
