@@ -83,6 +83,7 @@ class PipelineGraph:
         self.problems = self._name_problems() or self._task_problems()
         #: what could not be checked (a Gold model declaring no columns); ``asgard validate --strict`` fails on it
         self.warnings: list[str] = []
+        self._declared: dict[str, TableColumns | None] = {}
         for node in self.nodes:
             self.problems += self._add(node)
             self.problems += list(node.kind.on_schedule(node.config, node.where, cfg.schedule))
@@ -143,8 +144,10 @@ class PipelineGraph:
         for use in node.spec.uses:
             if use.table not in self._writers:
                 continue  # reported as a read no earlier stage writes
-            writer = self._writers[use.table][0]
-            declared = writer.kind.columns(writer.config, base, use.table)
+            if use.table not in self._declared:  # one look-up per table: it reads YAML files and the manifest
+                writer = self._writers[use.table][0]
+                self._declared[use.table] = writer.kind.columns(writer.config, base, use.table)
+            declared = self._declared[use.table]
             if declared is None:
                 continue  # e.g. a Silver table of a Spark SQL transform: no static schema
             if not declared.columns:
