@@ -103,12 +103,19 @@ def _yaml_contract(project: Path, base: Path, model: str) -> TableColumns | None
     return None
 
 
+def _table_of(node: dict[str, Any], alias: str) -> str:
+    """Return the Iceberg table a model node writes: its ``iceberg_table`` config, else ``<schema>.<alias>``."""
+    return str((node.get("config") or {}).get("iceberg_table") or f"{node.get('schema')}.{alias}")
+
+
 @functools.lru_cache(maxsize=32)
 def _manifest_models(manifest: Path) -> dict[str, dict[str, Any]]:
-    """Model nodes of a built manifest by table name (alias, else name); paths are content-addressed."""
+    """Model nodes of a built manifest by table: ``iceberg_table`` config, else ``<schema>.<alias>``, and alias."""
     nodes = json.loads(manifest.read_text()).get("nodes", {})
     models = [n for n in nodes.values() if n.get("resource_type") == "model"]
-    return {str(n.get("alias") or n["name"]): n for n in models}
+    by_alias = {str(n.get("alias") or n["name"]): n for n in models}
+    by_table = {_table_of(n, alias): n for alias, n in by_alias.items()}
+    return by_alias | by_table
 
 
 def model_columns(stage: DbtStage, base: Path, table: str) -> TableColumns | None:
@@ -127,9 +134,11 @@ def model_columns(stage: DbtStage, base: Path, table: str) -> TableColumns | Non
         return None  # reported as the stage's own problem
     if contract is not None or not manifest or not manifest.is_file():
         return contract
-    node = _manifest_models(manifest).get(model)
+    models = _manifest_models(manifest)
+    node = models.get(table) or models.get(model)
     if node is None:
         return TableColumns(f"the compiled manifest of {_shown(project, base)} has no model {model}", {})
+    model = str(node["name"])
     patch = str(node.get("patch_path") or "").partition("://")[2]
     if not patch:
         return TableColumns(f"model {model} of {_shown(project, base)} has no schema YAML", {})

@@ -111,3 +111,25 @@ def test_validate_and_the_dagbag_report_the_same_column_problem(
     assert bag.dag_ids == []
     assert [Path(p).name for p in bag.import_errors] == ["contract_dtype_mismatch.py"]
     assert expected in next(iter(bag.import_errors.values()))
+
+
+def test_documented_columns_come_from_the_manifest_by_iceberg_table(
+    shop: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    include, _ = shop
+    path = tmp_path / "order_lines.yaml"
+    path.write_text(
+        "pipeline: order_lines\ndbt: {project: shop, produces: [gold.order_lines]}\n"
+        "features: {feature_view: f, entity: e, join_key: order_id, source_table: gold.order_lines,\n"
+        "  timestamp_field: ordered_at, features: [{name: quantity, dtype: int64}, {name: qty, dtype: int64}]}\n"
+    )
+    assert load_pipeline_config(path, base_dir=include), "no manifest yet: documented columns are not known"
+    assert main(["dbt", "compile"]) == 0
+    capsys.readouterr()
+    with pytest.raises(PipelineConfigError) as info:
+        load_pipeline_config(path, base_dir=include)
+    assert info.value.problems == [
+        "features.features[1].name: 'qty' is not a column of gold.order_lines; its columns "
+        "(include/dbt/shop/models/gold/order_lines_v2.yml, documented columns of model order_lines_v2): "
+        "order_id, ordered_at, quantity"
+    ]
