@@ -36,7 +36,7 @@ def _stub_problems(stub: Path) -> list[str]:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from asgard_provider.pipeline.config import validate_all
+    from asgard_provider.pipeline.config import pipeline_warnings, validate_all
     from asgard_provider.pipeline.factory import dag_problems
 
     base = _include(args)
@@ -52,13 +52,15 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"FAIL {outcome}")
             continue
         problems = dag_problems(outcome, base, path)
+        warnings = pipeline_warnings(outcome, base)
         if args.strict:
-            problems += _stub_problems(dags_dir / f"{path.stem}.py")
+            problems += _stub_problems(dags_dir / f"{path.stem}.py") + [f"{w} (--strict)" for w in warnings]
         if problems:
             failed += 1
             print(f"FAIL {PipelineConfigError(str(path), problems)}")
         else:
             print(f"ok   {path}  (pipeline {outcome.pipeline})")
+            print("".join(f"  warning: {w}\n" for w in warnings), end="")
     return 1 if failed else 0
 
 

@@ -31,6 +31,17 @@ Tables are written `namespace.table` (an `iceberg.` prefix is accepted). Stages 
 only when present: {order}.
 More stages can follow under `stages:`, each written `{{<kind>: {{...}}}}`; a `train` stage uses the nearest
 `features` stage before it, and `predict` the nearest `train` stage.
+
+Columns are checked before any run, against the Gold model that writes the table: a `features` stage's
+`join_key`/`join_keys`, `timestamp_field` and `features[*].name` against its `source_table`, a `train` stage's
+`label_column` (and the entity keys and timestamp the labels are joined on) against its `label_table`, and each
+feature's `dtype` against the column's `data_type`. The columns come from the model's contract
+(`config: {{contract: {{enforced: true}}}}` with `columns: [{{name, data_type}}]` in its schema YAML), else from the
+columns documented in its schema YAML as the compiled manifest holds them (`asgard dbt compile`; dbt is never run
+while validating): a model that documents columns must document all it is read by. An unknown column names the
+key, the table, the YAML file and the columns that exist. A model that declares no columns is reported as a
+warning (not checked); `asgard validate --strict` fails on it. Silver tables written by Spark SQL transforms have
+no static schema and are not checked.
 """
 
 

@@ -262,6 +262,24 @@ from history as h
 left join future as f on f.snapshot_date = h.snapshot_date and f.entity_id = h.entity_id
 """
 
+_MODEL_YAML = """\
+version: 2
+
+models:
+  - name: __NAME___features
+    description: >
+      Features per entity and snapshot date and the label. `asgard validate` checks the pipeline's features,
+      dtypes, key, timestamp and label against these columns: keep the list complete.
+    columns:
+      - {name: entity_id, data_type: bigint}
+      - {name: snapshot_date, data_type: date}
+      - {name: feature_timestamp, data_type: timestamp}
+      - {name: events_30d, data_type: bigint}
+      - {name: amount_30d, data_type: double}
+      - {name: days_since_last_event, data_type: bigint}
+      - {name: label, data_type: integer}
+"""
+
 _TRAINING = '''\
 """Train the __NAME__ model: a random forest on the Feast features of gold.__NAME___features.
 
@@ -355,6 +373,7 @@ def scaffold_files(name: str, source: str = "file") -> dict[str, str]:
         f"include/dbt/{_PLACEHOLDER}/profiles.yml": _PROFILES,
         f"include/dbt/{_PLACEHOLDER}/models/sources.yml": _SOURCES,
         f"include/dbt/{_PLACEHOLDER}/models/gold/{_PLACEHOLDER}_features.sql": _MODEL,
+        f"include/dbt/{_PLACEHOLDER}/models/gold/{_PLACEHOLDER}_features.yml": _MODEL_YAML,
         f"include/dbt/{_PLACEHOLDER}/macros/asgard.sql": _MACROS,
         f"include/training/{_PLACEHOLDER}_training.py": _TRAINING,
         f"dags/{_PLACEHOLDER}.py": _DAG,

@@ -151,6 +151,11 @@ def _check_semantics(cfg: PipelineConfig, base: Path) -> list[str]:
     return PipelineGraph(cfg, base).problems
 
 
+def pipeline_warnings(cfg: PipelineConfig, base_dir: Path | None = None) -> list[str]:
+    """Return what validation could not check in a valid pipeline (a Gold model declaring no columns)."""
+    return PipelineGraph(cfg, base_dir or include_dir()).warnings
+
+
 def load_pipeline_config(path: Path | str, *, base_dir: Path | None = None) -> PipelineConfig:
     """Load and validate one pipeline YAML; raise :class:`PipelineConfigError` listing every problem."""
     path = Path(path)
@@ -235,5 +240,6 @@ __all__ = [
     "discover_pipelines",
     "is_name",
     "load_pipeline_config",
+    "pipeline_warnings",
     "validate_all",
 ]

@@ -31,6 +31,8 @@ def build_dag(cfg: PipelineConfig, *, base_dir: Path | None = None, config_path:
     """Create the DAG: each stage's tasks, wired as the pipeline graph says (stages present in cfg)."""
     base = base_dir or include_dir()
     graph = PipelineGraph(cfg, base)
+    for warning in graph.warnings:  # `asgard validate` prints them; --strict fails on them
+        logging.getLogger(__name__).warning("%s: %s", config_path or cfg.pipeline, warning)
     doc = f"{cfg.description}\n\nBuilt by Asgard from `{config_path or cfg.pipeline}`."
     with DAG(
         dag_id=cfg.pipeline,
@@ -60,7 +62,7 @@ def build_dag(cfg: PipelineConfig, *, base_dir: Path | None = None, config_path:
 
 def dag_problems(cfg: PipelineConfig, base_dir: Path, config_path: Path) -> list[str]:
     """Build the DAG as the DagBag does (dbt is not run: manifests come from ``asgard dbt compile``); say why not."""
-    logging.disable(logging.INFO)  # Cosmos narrates every parse
+    logging.disable(logging.WARNING)  # Cosmos narrates every parse; the caller reports the graph's warnings
     try:
         build_dag(cfg, base_dir=base_dir, config_path=config_path)
     except Exception as exc:  # whatever the DagBag would show as this file's import error

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from asgard_provider.stages import STAGE_KINDS
-from asgard_provider.stages.base import NAME_RULE, Node, StageKind, Write, is_name
+from asgard_provider.stages.base import NAME_RULE, Node, StageKind, TableColumns, Write, is_name
+from asgard_provider.stages.columns import column_problems, undeclared_warning
 
 if TYPE_CHECKING:
     from asgard_provider.pipeline.config import PipelineConfig
@@ -80,9 +81,13 @@ class PipelineGraph:
         self._upstream: dict[Node, list[tuple[Node, str | None]]] = {}
         #: every problem found, each naming the config key and the fix
         self.problems = self._name_problems() or self._task_problems()
+        #: what could not be checked (a Gold model declaring no columns); ``asgard validate --strict`` fails on it
+        self.warnings: list[str] = []
+        self._declared: dict[str, TableColumns | None] = {}
         for node in self.nodes:
             self.problems += self._add(node)
             self.problems += list(node.kind.on_schedule(node.config, node.where, cfg.schedule))
+            self.problems += self._column_problems(node, base)
 
     def _name_problems(self) -> list[str]:
         problems: list[str] = []
@@ -130,6 +135,25 @@ class PipelineGraph:
                 problems.append(f"{write.key}: {_written(write)} is also written by {owner}")
             else:
                 self._writers[write.name] = (node, write)
+        return problems
+
+    def _column_problems(self, node: Node, base: Path) -> list[str]:
+        """Check the columns ``node`` reads against what each table's writer declares (nothing declared: warn)."""
+        problems: list[str] = []
+        unchecked: dict[str, tuple[TableColumns, list[str]]] = {}
+        for use in node.spec.uses:
+            if use.table not in self._writers:
+                continue  # reported as a read no earlier stage writes
+            if use.table not in self._declared:  # one look-up per table: it reads YAML files and the manifest
+                writer = self._writers[use.table][0]
+                self._declared[use.table] = writer.kind.columns(writer.config, base, use.table)
+            declared = self._declared[use.table]
+            if declared is None:
+                continue  # e.g. a Silver table of a Spark SQL transform: no static schema
+            if not declared.columns:
+                unchecked.setdefault(use.table, (declared, []))[1].append(use.key)
+            problems += column_problems(use, declared)
+        self.warnings += [undeclared_warning(table, found, keys) for table, (found, keys) in unchecked.items()]
         return problems
 
     def _previous(self, node: Node) -> list[Node]:

@@ -71,6 +71,25 @@ class Write:
 
 
 @dataclass(frozen=True)
+class ColumnUse:
+    """A column a stage reads from a table, the config key naming it and, for a feature, its declared dtype."""
+
+    table: str
+    column: str
+    key: str
+    dtype: str | None = None
+
+
+@dataclass(frozen=True)
+class TableColumns:
+    """The columns a stage declares for a table it writes (name -> SQL data type, or None), and where."""
+
+    #: where the columns are declared, e.g. ``include/dbt/p/models/gold/m.yml (contract of model m)``
+    source: str
+    columns: Mapping[str, str | None]
+
+
+@dataclass(frozen=True)
 class StageSpec:
     """One configured stage as its kind describes it: tasks, reads, writes and config-local problems."""
 
@@ -81,6 +100,8 @@ class StageSpec:
     #: the stage's ``name:`` key, unique across the pipeline
     name: str | None = None
     problems: tuple[str, ...] = ()
+    #: columns the stage reads, checked against what the writer of each table declares
+    uses: tuple[ColumnUse, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,3 +142,5 @@ class StageKind:
     params: Callable[[Any], dict[str, Any]] = lambda config: {}
     #: problems of the configured stage under the pipeline's ``schedule`` (config, where, schedule)
     on_schedule: Callable[[Any, str, str | None], tuple[str, ...]] = lambda config, where, schedule: ()
+    #: the columns the configured stage declares for a table it writes (config, base, table); None: not known
+    columns: Callable[[Any, Path, str], TableColumns | None] = lambda config, base, table: None

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
+from asgard_provider.exceptions import TransformError
 from asgard_provider.paths import PathEscapeError, contained
-from asgard_provider.stages.base import AS_OF, Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
+from asgard_provider.stages.base import (
+    AS_OF,
+    Built,
+    Node,
+    Read,
+    StageKind,
+    StageModel,
+    StageSpec,
+    TableColumns,
+    TableName,
+    Write,
+)
 from asgard_provider.stages.checks import TableChecks, build_checks, check_task_id
 from asgard_provider.values import TEMPLATED
 
@@ -56,6 +70,82 @@ def dbt_sources(project: Path) -> list[str]:
                 if name not in tables:
                     tables.append(name)
     return tables
+
+
+def _contract(entry: dict[str, Any]) -> bool:
+    """Whether a model entry of a schema YAML (or of the manifest) enforces a contract."""
+    contract = entry.get("contract") or (entry.get("config") or {}).get("contract") or {}
+    return isinstance(contract, dict) and contract.get("enforced") is True
+
+
+def _shown(path: Path, base: Path) -> str:
+    """``include/dbt/<project>/models/...``: a dbt file as the docs name it."""
+    try:
+        return f"include/{path.resolve().relative_to(base.resolve())}"
+    except ValueError:
+        return str(path)
+
+
+def _yaml_contract(project: Path, base: Path, model: str) -> TableColumns | None:
+    """Return the columns of ``model``'s enforced contract in the project's schema YAML, if it has one."""
+    from asgard_provider.exceptions import PipelineConfigError
+    from asgard_provider.pipeline.yaml_loader import load_yaml
+
+    for path in sorted((project / "models").rglob("*.yml")):
+        try:
+            doc = load_yaml(path) or {}
+        except PipelineConfigError:
+            continue
+        for entry in doc.get("models") or []:
+            if isinstance(entry, dict) and entry.get("name") == model and _contract(entry):
+                columns = {str(c["name"]): c.get("data_type") for c in entry.get("columns") or [] if "name" in c}
+                return TableColumns(f"{_shown(path, base)}, contract of model {model}", columns)
+    return None
+
+
+def _table_of(node: dict[str, Any], alias: str) -> str:
+    """Return the Iceberg table a model node writes: its ``iceberg_table`` config, else ``<schema>.<alias>``."""
+    return str((node.get("config") or {}).get("iceberg_table") or f"{node.get('schema')}.{alias}")
+
+
+@functools.lru_cache(maxsize=32)
+def _manifest_models(manifest: Path) -> dict[str, dict[str, Any]]:
+    """Model nodes of a built manifest by table: ``iceberg_table`` config, else ``<schema>.<alias>``, and alias."""
+    nodes = json.loads(manifest.read_text()).get("nodes", {})
+    models = [n for n in nodes.values() if n.get("resource_type") == "model"]
+    by_alias = {str(n.get("alias") or n["name"]): n for n in models}
+    by_table = {_table_of(n, alias): n for alias, n in by_alias.items()}
+    return by_alias | by_table
+
+
+def model_columns(stage: DbtStage, base: Path, table: str) -> TableColumns | None:
+    """Return the columns declared for ``table``: its model's contract, else the compiled manifest's columns.
+
+    ``None`` when that cannot be known without running dbt (no manifest built yet: the DAG build names the command).
+    """
+    from asgard_provider.dbt.cosmos import manifest_path
+
+    model = table.split(".")[-1]
+    try:
+        project = project_dir(stage, base)
+        contract = _yaml_contract(project, base, model)
+        manifest = contract is None and manifest_path(project, target=stage.target)
+    except (PathEscapeError, TransformError):
+        return None  # reported as the stage's own problem
+    if contract is not None or not manifest or not manifest.is_file():
+        return contract
+    models = _manifest_models(manifest)
+    node = models.get(table) or models.get(model)
+    if node is None:
+        return TableColumns(f"the compiled manifest of {_shown(project, base)} has no model {model}", {})
+    model = str(node["name"])
+    patch = str(node.get("patch_path") or "").partition("://")[2]
+    if not patch:
+        return TableColumns(f"model {model} of {_shown(project, base)} has no schema YAML", {})
+    source = (
+        f"{_shown(project / patch, base)}, {'contract' if _contract(node) else 'documented columns'} of model {model}"
+    )
+    return TableColumns(source, {name: col.get("data_type") for name, col in (node.get("columns") or {}).items()})
 
 
 def project_dir(stage: DbtStage, base: Path) -> Path:
@@ -106,4 +196,4 @@ def build(node: Node, base: Path) -> Built:
     return Built(entry=group, exit=check)
 
 
-KIND = StageKind(key="dbt", model=DbtStage, spec=spec, build=build)
+KIND = StageKind(key="dbt", model=DbtStage, spec=spec, build=build, columns=model_columns)

@@ -8,7 +8,17 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from asgard_provider.stages.base import Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
+from asgard_provider.stages.base import (
+    Built,
+    ColumnUse,
+    Node,
+    Read,
+    StageKind,
+    StageModel,
+    StageSpec,
+    TableName,
+    Write,
+)
 
 REGISTER_TASK = "register_features"
 MATERIALIZE_TASK = "materialize_features"
@@ -61,6 +71,23 @@ def feature_view(stage: FeaturesStage) -> str:
     return f"feast:{stage.feature_view}"
 
 
+def key_uses(stage: FeaturesStage, where: str, table: str) -> tuple[ColumnUse, ...]:
+    """Return the entity key columns and the timestamp column, as read from ``table``, with their config keys."""
+    keys = (
+        [ColumnUse(table, key, f"{where}.join_keys[{i}]") for i, key in enumerate(stage.join_keys)]
+        if stage.join_keys is not None
+        else [ColumnUse(table, str(stage.join_key), f"{where}.join_key")]
+    )
+    return (*keys, ColumnUse(table, stage.timestamp_field, f"{where}.timestamp_field"))
+
+
+def column_uses(stage: FeaturesStage, where: str) -> tuple[ColumnUse, ...]:
+    """Every column the stage reads from its source table: keys, timestamp and features (with their dtypes)."""
+    table = stage.source_table
+    features = (ColumnUse(table, f.name, f"{where}.features[{i}].name", f.dtype) for i, f in enumerate(stage.features))
+    return (*key_uses(stage, where, table), *features)
+
+
 def spec(stage: FeaturesStage, where: str, base: Path, inputs: Mapping[str, Node]) -> StageSpec:
     """Describe the stage: it reads the Gold source table and writes the feature view."""
     problems = (
@@ -84,6 +111,7 @@ def spec(stage: FeaturesStage, where: str, base: Path, inputs: Mapping[str, Node
             ),
         ),
         writes=(Write(feature_view(stage)),),
+        uses=column_uses(stage, where),
     )
 
 

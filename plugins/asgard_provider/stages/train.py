@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -12,8 +13,18 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from asgard_provider.evaluation import BINARY, DEFAULT_COMPARE_METRIC, TaskType, metric_problems
 from asgard_provider.paths import PathEscapeError, contained
 from asgard_provider.stages import pods
-from asgard_provider.stages.base import Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
-from asgard_provider.stages.features import FeaturesStage, feature_view
+from asgard_provider.stages.base import (
+    Built,
+    ColumnUse,
+    Node,
+    Read,
+    StageKind,
+    StageModel,
+    StageSpec,
+    TableName,
+    Write,
+)
+from asgard_provider.stages.features import FeaturesStage, feature_view, key_uses
 
 TASK = "train_model"
 #: Time the task has beyond the script's ``timeout_minutes``: reading features, registering, promoting.
@@ -150,12 +161,18 @@ def spec(stage: TrainStage, where: str, base: Path, inputs: Mapping[str, Node]) 
     """Describe the stage: it reads the feature view and the label table, writes the registered model."""
     label = Read(stage.label_table, f"{where}.label_table", f"{stage.label_table} is not produced by an earlier stage")
     features = [Read(feature_view(inputs["features"].config))] if "features" in inputs else []
+    uses = [ColumnUse(stage.label_table, stage.label_column, f"{where}.label_column")]
+    source = inputs["features"].config if "features" in inputs else None
+    if source is not None and source.source_table != stage.label_table:  # labels join on keys and timestamp
+        joined = key_uses(source, inputs["features"].where, stage.label_table)
+        uses += [replace(use, key=f"{use.key} (joined to {where}.label_table)") for use in joined]
     return StageSpec(
         label=stage.script,
         tasks=(TASK,),
         reads=(*features, label),
         writes=(Write(model(stage)),),
         problems=_script_problems(stage, where, base),
+        uses=tuple(uses),
     )
 
 
