@@ -48,6 +48,7 @@ dag = build_dag(PipelineConfig.model_validate({config!r}), base_dir=Path({includ
 @pytest.fixture
 def pipeline(airflow_db: Path, asgard_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The wap_items DAG over a SQLite source of two good rows, serialized as the DAG processor would."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 
     include = tmp_path / "include"
@@ -64,6 +65,7 @@ def pipeline(airflow_db: Path, asgard_home: Path, tmp_path: Path, monkeypatch: p
     path.write_text(DAG_FILE.format(config=CONFIG, include=str(include)))
     bag = DagBag(dag_folder=str(path), safe_mode=False)
     assert bag.import_errors == {}
+    DagBundlesManager().sync_bundles_to_db()  # a fresh metadata DB has no bundle row for the DAG to reference
     sync_bag_to_db(bag, "dags-folder", None)
     return bag.dags["wap_items"], db
 
