@@ -63,16 +63,7 @@ def feature_view(stage: FeaturesStage) -> str:
 
 def spec(stage: FeaturesStage, where: str, base: Path, inputs: Mapping[str, Node]) -> StageSpec:
     """Describe the stage: it reads the Gold source table and writes the feature view."""
-    problems = (
-        (
-            f"{where}.join_keys: a composite entity key ({', '.join(stage.keys)}) is not registered in Feast yet "
-            "(FeastRegisterOperator takes one join key); use one key column until it is",
-        )
-        if len(stage.keys) > 1
-        else ()
-    )
     return StageSpec(
-        problems=problems,
         label=stage.feature_view,
         tasks=(REGISTER_TASK, *([MATERIALIZE_TASK] if stage.materialize else [])),
         reads=(
@@ -97,7 +88,7 @@ def build(node: Node, base: Path) -> Built:
         task_id=REGISTER_TASK,
         feature_view=stage.feature_view,
         entity=stage.entity,
-        join_key=stage.keys[0],
+        join_keys=stage.keys,
         source_table=stage.source_table,
         timestamp_field=stage.timestamp_field,
         features=[feature.model_dump() for feature in stage.features],
@@ -114,7 +105,7 @@ def build(node: Node, base: Path) -> Built:
             task_id=MATERIALIZE_TASK,
             feature_view=stage.feature_view,
             source_table=stage.source_table,
-            join_key=stage.keys[0],
+            join_keys=stage.keys,
             timestamp_field=stage.timestamp_field,
             ttl_days=stage.ttl_days,
         )
