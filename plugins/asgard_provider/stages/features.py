@@ -28,7 +28,10 @@ class FeaturesStage(StageModel):
     entity: str
     join_key: str | None = Field(default=None, description="the entity's key column (shorthand of join_keys: [col])")
     join_keys: list[str] | None = Field(
-        default=None, min_length=1, description="the entity's key columns, e.g. [store_id, sku_id] (composite key)"
+        default=None,
+        min_length=1,
+        description="the entity's key columns, e.g. [store_id, sku_id] (a composite key: one Feast entity per "
+        "column; scored by every column, asgard score --key store_id=1 --key sku_id=7)",
     )
     source_table: TableName
     timestamp_field: str
