@@ -122,6 +122,9 @@ def test_cli_scores_a_pair_given_as_one_key_option_per_column(
     assert capsys.readouterr().out.startswith("store_id=2 sku_id=sku7  ")
     assert main(["score", *CLI_MODEL, "--key", "store_id=9", "--key", "sku_id=sku7"]) == 1
     assert capsys.readouterr().err.startswith("FAIL store_id=9, sku_id=sku7 has no online features")
+    assert main(["features", *CLI_MODEL, "--key", "store_id=2", "--key", "sku_id=sku7"]) == 0
+    (line,) = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    assert (line["store_id"], line["sku_id"]) == (2, "sku7") and set(COLUMNS) <= set(line)
 
 
 @pytest.fixture(scope="module")
