@@ -7,9 +7,11 @@ configured by the ``asgard_feast_default`` connection) plus one prediction on th
 store holds what ``FeastMaterializeOperator`` materialized (``features.materialize: true``).
 
 Command line (``asgard score`` and ``asgard serve`` are the same commands); ``--key`` names the entity by its
-join key(s), ``col=value`` (``,`` between the columns of a composite key)::
+join key(s), ``col=value``; a composite key takes one ``--key`` per column (or ``,`` between them), and a column
+given again starts the next entity::
 
     python -m asgard_provider.serving score --pipeline my_pipeline --key account_id=1001
+    python -m asgard_provider.serving score --pipeline demand --key store_id=1 --key sku_id=7
     python -m asgard_provider.serving serve --pipeline my_pipeline --port 8090   # the Asgard HTTP API on uvicorn
     python -m asgard_provider.serving features --model my_model --key account_id=1001 --format mlflow
 
@@ -29,7 +31,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from asgard_provider.evaluation import BINARY, MULTICLASS, REGRESSION, check_model, risk_level, risk_thresholds
+from asgard_provider.evaluation import (
+    BINARY,
+    MULTICLASS,
+    REGRESSION,
+    TASK_TYPES,
+    check_model,
+    risk_level,
+    risk_thresholds,
+)
 from asgard_provider.exceptions import AsgardError, InferenceError, ModelTaskError
 
 #: Port of ``serve`` unless ``--port`` is given.
@@ -75,7 +85,11 @@ class Prediction:
 
 @dataclass(frozen=True)
 class Score:
-    """One online prediction; ``prediction_column`` names ``value`` as the pipeline's predictions table does."""
+    """One online prediction; ``prediction_column`` names ``value`` as the pipeline's predictions table does.
+
+    ``keys`` is ``{join key: value}`` of every key column; ``entity_key``/``entity_id`` are the key's name and
+    value, for a composite key the names and values joined by ``,`` (``store_id,sku_id`` and ``1,7``).
+    """
 
     entity_key: str
     entity_id: Any
@@ -90,12 +104,14 @@ class Score:
     feature_timestamp: str | None
     features: dict[str, float | None]
     scored_at: str
+    keys: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: ``{"<join key>": 1001, "<prediction_column>": 0.83, "prediction": 1, ...}``."""
         data = asdict(self)
-        key, entity, column, value = (data.pop(k) for k in ("entity_key", "entity_id", "prediction_column", "value"))
-        return {key: entity, **({column: value} if value is not None else {}), **data}
+        keys, column, value = (data.pop(k) for k in ("keys", "prediction_column", "value"))
+        del data["entity_key"], data["entity_id"]
+        return {**keys, **({column: value} if value is not None else {}), **data}
 
 
 class ModelScorer:
@@ -280,7 +296,10 @@ class OnlineScorer(ModelScorer):
         feast = FeastHook(feast_conn_id) if feast_conn_id else FeastHook()
         self.store = feast.get_store()
         self.project = feast.project
-        self.entity_key, self._key_type = self._join_key()
+        self._key_types = self._join_keys()
+        self.entity_keys = list(self._key_types)
+        #: The join key's name; a composite key's names joined by ``,``.
+        self.entity_key = ",".join(self.entity_keys)
         # The SQLite online store shares one connection between threads: one read at a time (well under 1 ms).
         self._read_lock = threading.Lock()
 
@@ -301,8 +320,8 @@ class OnlineScorer(ModelScorer):
             )
         return fitted, [by_column[c] for c in fitted]
 
-    def _join_key(self) -> tuple[str, str]:
-        """Return the one join key of the feature views read and its Feast value type name."""
+    def _join_keys(self) -> dict[str, str]:
+        """Return the join keys of the feature views read (in their order) and their Feast value type names."""
         keys: dict[str, str] = {}
         for view_name in sorted({ref.split(":", 1)[0] for ref in self.feature_refs}):
             try:
@@ -314,25 +333,39 @@ class OnlineScorer(ModelScorer):
                 ) from exc
             for column in view.entity_columns:
                 keys[column.name] = str(getattr(column.dtype, "name", column.dtype)).upper()
-        if len(keys) != 1:
-            raise InferenceError(
-                f"online scoring needs exactly one join key across {', '.join(self.feature_refs)}; found "
-                f"{', '.join(keys) or 'none'}"
+        if not keys:
+            raise InferenceError(f"online scoring needs a join key; {', '.join(self.feature_refs)} have none")
+        return keys
+
+    def entity_row(self, raw: Any) -> dict[str, Any]:
+        """``{join key: value}`` of one entity, each value converted to its key's type (``"1001"`` -> ``1001``).
+
+        ``raw`` is one id (a single key only) or ``{join key: value}`` naming every key column, as ``--key
+        col=value`` and the API give it; a missing or unknown column is an error naming the entity's keys.
+        """
+        if not isinstance(raw, dict):
+            if len(self.entity_keys) > 1:
+                raise InvalidEntityIdError(
+                    f"the entity key is composite ({self.entity_key}): give every column, e.g. "
+                    + ",".join(f"{k}=..." for k in self.entity_keys)
+                    + f"; got {raw!r}"
+                )
+            raw = {self.entity_key: raw}
+        if set(raw) != set(self.entity_keys):
+            raise InvalidEntityIdError(
+                f"the entity key is {self.entity_key}; got {', '.join(sorted(map(str, raw))) or 'no column'}"
             )
-        return next(iter(keys.items()))
+        return {key: self._key_value(key, raw[key]) for key in self.entity_keys}
 
     def entity_value(self, raw: Any) -> Any:
-        """Convert an id from a URL or the command line to the join key's type (``"1001"`` -> ``1001``).
+        """Return the key value (a single key) or ``{join key: value}`` (a composite key), see :meth:`entity_row`."""
+        row = self.entity_row(raw)
+        return row[self.entity_key] if len(row) == 1 else row
 
-        ``raw`` may also be ``{join key: value}`` (as ``--key col=value`` gives it); another column is an error.
-        """
-        if isinstance(raw, dict):
-            if set(raw) != {self.entity_key}:
-                raise InvalidEntityIdError(
-                    f"the entity key is {self.entity_key}; got {', '.join(sorted(raw)) or 'no column'}"
-                )
-            raw = raw[self.entity_key]
-        bounds = _INTEGER_BOUNDS.get(self._key_type)
+    def _key_value(self, key: str, raw: Any) -> Any:
+        """Convert one key column's value from a URL or the command line to its Feast type."""
+        key_type = self._key_types[key]
+        bounds = _INTEGER_BOUNDS.get(key_type)
         if bounds is None:
             return str(raw)
         try:
@@ -340,30 +373,28 @@ class OnlineScorer(ModelScorer):
                 raise ValueError
             value = int(str(raw).strip())
         except ValueError:
-            raise InvalidEntityIdError(f"{self.entity_key} must be an integer, got {raw!r}") from None
+            raise InvalidEntityIdError(f"{key} must be an integer, got {raw!r}") from None
         if not bounds[0] <= value <= bounds[1]:
-            raise InvalidEntityIdError(
-                f"{self.entity_key} must be between {bounds[0]} and {bounds[1]} ({self._key_type}), got {value}"
-            )
+            raise InvalidEntityIdError(f"{key} must be between {bounds[0]} and {bounds[1]} ({key_type}), got {value}")
         return value
 
     def features(self, entity_id: Any) -> tuple[dict[str, float | None], str | None]:
         """Online feature values of one entity (model column order) and their latest event timestamp."""
-        key = self.entity_value(entity_id)
+        row = self.entity_row(entity_id)
         try:
             with self._read_lock:
-                response = self.store.get_online_features(
-                    features=self.feature_refs, entity_rows=[{self.entity_key: key}]
-                ).to_dict(include_event_timestamps=True)
+                response = self.store.get_online_features(features=self.feature_refs, entity_rows=[row]).to_dict(
+                    include_event_timestamps=True
+                )
         except Exception as exc:
             raise InferenceError(
-                f"online feature read for {self.entity_key}={key} from Feast project {self.project!r} failed: {exc}"
+                f"online feature read for {_pairs(row)} from Feast project {self.project!r} failed: {exc}"
             ) from exc
         values = {c: response[c][0] for c in self.columns}
         if all(v is None for v in values.values()):
             views = ", ".join(sorted({ref.split(":", 1)[0] for ref in self.feature_refs}))
             raise EntityNotFoundError(
-                f"{self.entity_key} {key} has no online features in feature view {views} (Feast project "
+                f"{_label(row)} has no online features in feature view {views} (Feast project "
                 f"{self.project!r}): the id is unknown, or its features were not materialized within the view's ttl; "
                 "materialize them with the pipeline's materialize_features task (features.materialize: true)"
             )
@@ -374,19 +405,19 @@ class OnlineScorer(ModelScorer):
 
     def score(self, entity_id: Any) -> Score:
         """Read one entity's online features and return the model's prediction for it."""
-        values, stamp = self.features(entity_id)
+        row = self.entity_row(entity_id)
+        values, stamp = self.features(row)
         try:
             result = self.predict(values)
         except Exception as exc:
             missing = [c for c, v in values.items() if v is None]
             hint = f" (no online value for {', '.join(missing)})" if missing else ""
             raise InferenceError(
-                f"{self.model_name} version {self.model_version} failed to score {self.entity_key} "
-                f"{self.entity_value(entity_id)}{hint}: {exc}"
+                f"{self.model_name} version {self.model_version} failed to score {_label(row)}{hint}: {exc}"
             ) from exc
         return Score(
             entity_key=self.entity_key,
-            entity_id=self.entity_value(entity_id),
+            entity_id=next(iter(row.values())) if len(row) == 1 else ",".join(str(v) for v in row.values()),
             prediction_column=self.prediction_column,
             value=result.value,
             prediction=result.prediction,
@@ -397,6 +428,7 @@ class OnlineScorer(ModelScorer):
             feature_timestamp=stamp,
             features={c: None if v is None or math.isnan(v) else v for c, v in values.items()},
             scored_at=datetime.now(UTC).isoformat(),
+            keys=row,
         )
 
     def mlflow_payload(self, entity_ids: Iterable[Any]) -> dict[str, Any]:
@@ -414,6 +446,7 @@ class OnlineScorer(ModelScorer):
             "model_name": self.model_name,
             "model_version": str(self.model_version),
             "entity_key": self.entity_key,
+            "entity_keys": self.entity_keys,
             "feature_refs": self.feature_refs,
             "feast_project": self.project,
             "task": self.task,
@@ -470,6 +503,19 @@ def _forest_trees(model: Any) -> list[Any] | None:
     return list(model.estimators_)
 
 
+def _pairs(row: dict[str, Any]) -> str:
+    """``store_id=1, sku_id=7``: an entity's key columns and values."""
+    return ", ".join(f"{key}={value}" for key, value in row.items())
+
+
+def _label(row: dict[str, Any]) -> str:
+    """Name an entity in a message: ``account_id 1001``, or ``store_id=1, sku_id=7`` for a composite key."""
+    if len(row) == 1:
+        key, value = next(iter(row.items()))
+        return f"{key} {value}"
+    return _pairs(row)
+
+
 def _epoch_seconds(stamp: Any) -> float:
     if isinstance(stamp, datetime):
         return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
@@ -487,6 +533,8 @@ def _scorer_options(args: argparse.Namespace) -> dict[str, Any]:
         "model_version": args.version,
         "mlflow_conn_id": args.mlflow_conn_id,
         "feast_conn_id": args.feast_conn_id,
+        "task": args.task,
+        "prediction_column": args.prediction_column,
     }
     if args.high is not None or args.medium is not None:
         overrides["thresholds"] = {k: v for k, v in (("high", args.high), ("medium", args.medium)) if v is not None}
@@ -508,6 +556,21 @@ def parse_key(text: str) -> dict[str, str]:
     return {col.strip(): value.strip() for col, _, value in pairs}
 
 
+def entities(texts: Sequence[str]) -> list[dict[str, str]]:
+    """Group ``--key`` values into entities: columns add up until one is given again, which starts the next.
+
+    ``--key store_id=1 --key sku_id=7`` is one entity; ``--key account_id=1 --key account_id=2`` two.
+    """
+    groups: list[dict[str, str]] = []
+    for text in texts:
+        pairs = parse_key(text)
+        if groups and not set(pairs) & set(groups[-1]):
+            groups[-1].update(pairs)
+        else:
+            groups.append(pairs)
+    return groups
+
+
 def _answer(result: Score) -> str:
     """One line for ``score``: entity, prediction (named as in the predictions table), model, freshness."""
     shown = (
@@ -520,16 +583,17 @@ def _answer(result: Score) -> str:
     extra = f"  risk={result.risk_level}" if result.risk_level else ""
     if result.probabilities:
         extra = "  " + " ".join(f"p({c})={p:.4f}" for c, p in result.probabilities.items())
+    keys = " ".join(f"{key}={value}" for key, value in result.keys.items())
     return (
-        f"{result.entity_key}={result.entity_id}  {shown}{extra}  model={result.model_name}/{result.model_version}  "
+        f"{keys}  {shown}{extra}  model={result.model_name}/{result.model_version}  "
         f"features_at={result.feature_timestamp}"
     )
 
 
 def _score_cmd(args: argparse.Namespace) -> int:
     scorer = _scorer(args)
-    for key in args.key:
-        result = scorer.score(parse_key(key))
+    for entity in entities(args.key):
+        result = scorer.score(entity)
         print(json.dumps(result.to_dict()) if args.json else _answer(result))
     return 0
 
@@ -544,12 +608,11 @@ def _serve_cmd(args: argparse.Namespace) -> int:
 def _features_cmd(args: argparse.Namespace) -> int:
     scorer = _scorer(args)
     if args.format == "mlflow":
-        print(json.dumps(scorer.mlflow_payload([parse_key(key) for key in args.key])))
+        print(json.dumps(scorer.mlflow_payload(entities(args.key))))
         return 0
-    for key in args.key:
-        values, stamp = scorer.features(parse_key(key))
-        entity = scorer.entity_value(parse_key(key))
-        print(json.dumps({scorer.entity_key: entity, "feature_timestamp": stamp, **values}))
+    for entity in entities(args.key):
+        values, stamp = scorer.features(entity)
+        print(json.dumps({**scorer.entity_row(entity), "feature_timestamp": stamp, **values}))
     return 0
 
 
@@ -574,6 +637,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", help="pin a model version instead of the alias")
     parser.add_argument("--pipeline", help="take model, alias, features and thresholds from this pipeline's YAML")
     parser.add_argument("--include-dir", help="the bundle's include/ folder (default: $ASGARD_INCLUDE_DIR or repo's)")
+    parser.add_argument(
+        "--task", choices=TASK_TYPES, help="the model's train.task (default: the pipeline's, else binary)"
+    )
+    parser.add_argument("--prediction-column", help="name of the value in answers (default: the pipeline's)")
     parser.add_argument("--high", type=float, help="probability at or above which risk is high (default 0.7)")
     parser.add_argument("--medium", type=float, help="probability at or above which risk is medium (default 0.4)")
     parser.add_argument("--mlflow-conn-id", help="Airflow connection of MLflow (default: asgard_mlflow_default)")
@@ -581,7 +648,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 #: Help of ``--key``.
-KEY_HELP = "entity to score as join key col=value, e.g. account_id=1001 (repeatable: one entity each)"
+KEY_HELP = (
+    "entity to score as join key col=value, e.g. account_id=1001; a composite key one --key per column "
+    "(store_id=1 --key sku_id=7) or col=value,col=value; a column given again starts the next entity"
+)
 
 
 def add_commands(sub: Any) -> None:

@@ -208,3 +208,72 @@ def task_home(ml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     include = tmp_path_factory.mktemp("include")
     shutil.copytree(TRAINING_FIXTURES, include / "training")
     return include
+
+
+#: A Gold table keyed by two columns (store_id, sku_id), its feature view and features (composite entity keys).
+SERIES_TABLE = "gold.store_sku_metrics"
+SERIES_VIEW = "store_sku_features"
+SERIES_KEYS = ["store_id", "sku_id"]
+SERIES_FEATURES = [
+    {"name": "units_last_7d", "dtype": "float64"},
+    {"name": "price", "dtype": "float64"},
+    {"name": "on_promo", "dtype": "int64"},
+]
+
+
+def store_sku_metrics(n_stores: int = 4, n_skus: int = 30, seed: int = 5) -> pa.Table:
+    """Two snapshots of every (store_id, sku_id) pair; sku ids repeat in every store, so no column alone is a key.
+
+    ``units_next_7d`` (labelled on PRIOR only) is a linear function of the features plus a little noise.
+    """
+    rng = np.random.default_rng(seed)
+    stores, skus = np.meshgrid(np.arange(1, n_stores + 1), np.arange(1, n_skus + 1), indexing="ij")
+    pairs = stores.size
+    parts = []
+    for day, labelled in ((PRIOR, True), (AS_OF, False)):
+        units = np.round(rng.gamma(3.0, 4.0, pairs), 1)
+        price = np.round(rng.uniform(1.0, 20.0, pairs), 2)
+        promo = rng.integers(0, 2, pairs).astype(np.int64)
+        target = 0.9 * units - 0.5 * price + 6.0 * promo + 20.0 + rng.normal(0, 0.5, pairs)
+        parts.append(
+            pa.table(
+                {
+                    "store_id": pa.array(stores.ravel(), pa.int64()),
+                    "sku_id": pa.array([f"sku{s}" for s in skus.ravel()], pa.string()),
+                    "feature_timestamp": pa.array([snapshot_time(day)] * pairs, pa.timestamp("us")),
+                    "units_last_7d": units,
+                    "price": price,
+                    "on_promo": promo,
+                    "units_next_7d": pa.array(target if labelled else [None] * pairs, pa.float64()),
+                }
+            )
+        )
+    return pa.concat_tables(parts)
+
+
+def series_register_operator(**overrides: Any) -> Any:
+    """A FeastRegisterOperator of :data:`SERIES_VIEW` keyed by ``join_keys: [store_id, sku_id]``."""
+    from asgard_provider.operators.feast import FeastRegisterOperator
+
+    kwargs: dict[str, Any] = {
+        "task_id": "register_features",
+        "feature_view": SERIES_VIEW,
+        "entity": "series",
+        "join_keys": SERIES_KEYS,
+        "source_table": SERIES_TABLE,
+        "timestamp_field": "feature_timestamp",
+        "features": SERIES_FEATURES,
+        "ttl_days": 90,
+    }
+    kwargs.update(overrides)
+    return FeastRegisterOperator(**kwargs)
+
+
+@pytest.fixture
+def store_sku(asgard_home: Path) -> pa.Table:
+    """:data:`SERIES_TABLE` in a fresh ASGARD_HOME."""
+    from asgard_provider.hooks.iceberg import IcebergHook
+
+    data = store_sku_metrics()
+    IcebergHook().write(SERIES_TABLE, [data], mode="overwrite")
+    return data

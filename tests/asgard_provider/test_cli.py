@@ -233,6 +233,27 @@ def test_validate_builds_each_dag_and_fails_where_the_dagbag_would(
     assert sorted(bag.dag_ids) == ["builds"] and [Path(p).name for p in bag.import_errors] == ["overflows.py"]
 
 
+def test_a_composite_key_validates_and_its_dag_registers_every_key_column(
+    bundle: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    include, dags = bundle
+    features = (
+        "features:\n  {feature_view: store_sku, entity: series, join_keys: [store_id, sku_id], "
+        "source_table: bronze.customers, timestamp_field: ts, features: [{name: units, dtype: float64}]}\n"
+    )
+    _pipeline(include, dags, "series", features)
+    code, out, _ = _run(capsys, "validate", "--strict")
+    assert code == 0, out
+    assert "(pipeline series)" in out
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(dags), safe_mode=True)
+    assert bag.import_errors == {} and sorted(bag.dag_ids) == ["series"]
+    tasks = bag.dags["series"].task_dict
+    assert tasks["register_features"].join_keys == ["store_id", "sku_id"]  # type: ignore[attr-defined]
+    assert tasks["materialize_features"].join_keys == ["store_id", "sku_id"]  # type: ignore[attr-defined]
+
+
 def test_strict_refuses_a_dag_stub_the_dag_processor_would_skip(
     bundle: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -39,6 +39,10 @@ from asgard_provider.serving import (
 
 log = logging.getLogger(__name__)
 
+#: Most key columns and longest column name or value ``GET /score?col=value&...`` accepts.
+MAX_KEY_COLUMNS = 16
+MAX_KEY_LENGTH = 64
+
 #: Seconds a client may take to send a request body before it is answered 408.
 BODY_TIMEOUT = 10.0
 
@@ -151,6 +155,18 @@ def _scoring_router(svc: AsgardService) -> APIRouter:
         """Apply the default model to the entity's materialized online features."""
         return m.EntityScore(**asdict(svc.online().score(entity_id)))
 
+    @router.get(
+        "/score",
+        response_model=m.EntityScore,
+        summary="Score one entity by its key columns from the online store",
+        description="Every join key column as a query parameter, e.g. `GET /score?store_id=1&sku_id=7` for a "
+        "composite key (`GET /score?account_id=1001` for a single one); a missing or unknown column is a 422 "
+        "naming the entity's keys, an entity without online features a 404 naming its key values.",
+    )
+    def score_by_key(request: Request) -> m.EntityScore:
+        """Apply the default model to the online features of the entity the query parameters name."""
+        return m.EntityScore(**asdict(svc.online().score(_key_params(request))))
+
     @router.post("/score", response_model=m.ScoreResponse, summary="Score entities by key from the online store")
     def score_many(body: m.ScoreRequest) -> m.ScoreResponse:
         """Each id's online features scored by the named model (default: the server's), in request order."""
@@ -158,6 +174,16 @@ def _scoring_router(svc: AsgardService) -> APIRouter:
         return m.ScoreResponse(scores=[m.EntityScore(**asdict(scorer.score(i))) for i in body.entity_ids])
 
     return router
+
+
+def _key_params(request: Request) -> dict[str, str]:
+    """Return the query parameters as ``{join key: value}``; reject a column given twice or a too long value."""
+    params = request.query_params
+    if len(params) > MAX_KEY_COLUMNS or any(len(params.getlist(k)) != 1 for k in params):
+        raise InvalidEntityIdError(f"give each join key column once, at most {MAX_KEY_COLUMNS} of them")
+    if any(len(k) > MAX_KEY_LENGTH or len(v) > MAX_KEY_LENGTH for k, v in params.items()):
+        raise InvalidEntityIdError(f"a join key column or value is longer than {MAX_KEY_LENGTH} characters")
+    return dict(params)
 
 
 def _catalog_router(svc: AsgardService) -> APIRouter:

@@ -50,12 +50,14 @@ class InferenceResponse(BaseModel):
 class EntityScore(BaseModel):
     """One entity scored from its online features.
 
-    ``entity_key`` names the join key; ``prediction_column`` names ``value`` as the pipeline's predictions table
-    does (e.g. ``fraud_probability``).
+    ``keys`` holds every join key column's value (``{"store_id": 1, "sku_id": 7}``); ``entity_key`` and
+    ``entity_id`` are the key's name and value, for a composite key joined by ``,``. ``prediction_column`` names
+    ``value`` as the pipeline's predictions table does (e.g. ``fraud_probability``).
     """
 
     entity_key: str
     entity_id: int | str
+    keys: dict[str, int | str]
     prediction_column: str
     value: float | None
     prediction: int | str | float
@@ -69,9 +71,15 @@ class EntityScore(BaseModel):
 
 
 class ScoreRequest(_Strict):
-    """Entities to score by key from the online store; the model defaults to the server's."""
+    """Entities to score by key from the online store; the model defaults to the server's.
 
-    entity_ids: list[int | str] = Field(min_length=1, max_length=MAX_INPUTS, examples=[[1001, 2500]])
+    Each entry of ``entity_ids`` is an id (a single join key) or ``{column: value}`` naming every column of a
+    composite key (``{"store_id": 1, "sku_id": 7}``).
+    """
+
+    entity_ids: list[int | str | dict[str, int | str]] = Field(
+        min_length=1, max_length=MAX_INPUTS, examples=[[1001, 2500], [{"store_id": 1, "sku_id": 7}]]
+    )
     model_name: str | None = Field(default=None, min_length=1, max_length=256)
     model_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     model_alias: str | None = Field(default=None, min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.-]+$")

@@ -29,6 +29,8 @@ COMPATIBLE_TYPES: dict[str, tuple[str, ...]] = {
 }
 
 _JOIN_KEY_TYPES = {"int": "INT32", "long": "INT64", "string": "STRING", "uuid": "STRING"}
+#: Feast value type of a join key -> the config dtype of its schema field.
+_KEY_DTYPES = {"INT32": "int32", "INT64": "int64", "STRING": "string"}
 _STORE_SECRET = re.compile(r"(access-key|secret|session-token|token)", re.I)
 _LOG = logging.getLogger(__name__)
 
@@ -54,12 +56,13 @@ class FeatureStore(Protocol):
 class FeatureViewSpec:
     """An entity, a feature view over an Iceberg table and (optionally) a feature service.
 
-    ``features`` are ``{"name": ..., "dtype": ...}`` mappings.
+    ``features`` are ``{"name": ..., "dtype": ...}`` mappings; ``join_keys`` the entity's key columns (several
+    for a composite key such as ``[store_id, sku_id]``).
     """
 
     feature_view: str
     entity: str
-    join_key: str
+    join_keys: list[str]
     source_table: str
     timestamp_field: str
     features: list[dict[str, str]]
@@ -70,6 +73,15 @@ class FeatureViewSpec:
     def feature_refs(self) -> list[str]:
         """Return ``view:feature`` references of every declared feature."""
         return [f"{self.feature_view}:{f['name']}" for f in self.features]
+
+    def entity_names(self) -> list[str]:
+        """Name the Feast entity of each key column: ``entity`` itself, or ``<entity>_<key>`` for a composite key.
+
+        Feast gives an entity one join key, so a composite key is one entity per column, all on the view.
+        """
+        if len(self.join_keys) == 1:
+            return [self.entity]
+        return [f"{self.entity}_{key}" for key in self.join_keys]
 
 
 @dataclass(frozen=True)
@@ -108,9 +120,9 @@ class Registration:
         return result
 
     def view_fields(self) -> list[tuple[str, str]]:
-        """Return (name, type) of the view's join key and features (its lineage schema)."""
-        key = self.spec.join_key
-        return [(key, self.columns[key])] + [(f["name"], f["dtype"]) for f in self.spec.features]
+        """Return (name, type) of the view's join keys and features (its lineage schema)."""
+        keys = [(key, self.columns[key]) for key in self.spec.join_keys]
+        return keys + [(f["name"], f["dtype"]) for f in self.spec.features]
 
 
 def feast_type(dtype: str) -> Any:
@@ -198,9 +210,15 @@ def validate(catalog: Any, spec: FeatureViewSpec) -> dict[str, str]:
 
 def _column_problems(spec: FeatureViewSpec, columns: dict[str, str]) -> list[str]:
     problems = []
-    for required, role in ((spec.join_key, "join key"), (spec.timestamp_field, "timestamp field")):
-        if required not in columns:
-            problems.append(f"{role} column {required!r} is missing")
+    required = [*((key, "join key") for key in spec.join_keys), (spec.timestamp_field, "timestamp field")]
+    for column, role in required:
+        if column not in columns:
+            problems.append(f"{role} column {column!r} is missing")
+        elif role == "join key" and columns[column] not in _JOIN_KEY_TYPES:
+            problems.append(
+                f"join key column {column!r} has type {columns[column]}; a key is one of "
+                f"{', '.join(sorted(_JOIN_KEY_TYPES))}"
+            )
     if spec.timestamp_field in columns and columns[spec.timestamp_field] not in ("timestamp", "timestamptz"):
         problems.append(
             f"timestamp field {spec.timestamp_field!r} has type {columns[spec.timestamp_field]}, not timestamp"
@@ -219,23 +237,21 @@ def definitions(settings: CatalogSettings, spec: FeatureViewSpec, columns: dict[
     """Build the Feast entity, feature view and (optional) feature service of ``spec``."""
     from feast import Entity, FeatureService, FeatureView, Field, ValueType
 
-    key_type = _JOIN_KEY_TYPES.get(columns[spec.join_key])
-    entity = Entity(
-        name=spec.entity,
-        join_keys=[spec.join_key],
-        value_type=getattr(ValueType, key_type) if key_type else None,
-        tags=spec.tags,
-    )
+    entities = [
+        Entity(name=name, join_keys=[key], value_type=getattr(ValueType, _JOIN_KEY_TYPES[columns[key]]), tags=spec.tags)
+        for name, key in zip(spec.entity_names(), spec.join_keys, strict=True)
+    ]
+    keys = [Field(name=key, dtype=feast_type(_KEY_DTYPES[_JOIN_KEY_TYPES[columns[key]]])) for key in spec.join_keys]
     view = FeatureView(
         name=spec.feature_view,
-        entities=[entity],
+        entities=entities,
         ttl=timedelta(days=spec.ttl_days),
-        schema=[Field(name=f["name"], dtype=feast_type(f["dtype"])) for f in spec.features],
+        schema=keys + [Field(name=f["name"], dtype=feast_type(f["dtype"])) for f in spec.features],
         source=iceberg_source(settings, spec.source_table, spec.timestamp_field),
         online=True,
         tags={**spec.tags, "asgard.source_table": spec.source_table},
     )
-    objects: list[Any] = [entity, view]
+    objects: list[Any] = [*entities, view]
     if spec.feature_service:
         objects.append(FeatureService(name=spec.feature_service, features=[view], tags=spec.tags))
     return objects
@@ -257,7 +273,7 @@ def materialize(
 ) -> Materialized:
     """Materialize ``[end - ttl, end]`` of ``spec``'s view; return the window and the entities it loaded.
 
-    Only the view's name, source table, join key, timestamp field and TTL are read from ``spec``.
+    Only the view's name, source table, join keys, timestamp field and TTL are read from ``spec``.
     """
     start = end - timedelta(days=spec.ttl_days)
     store.materialize(start, end, [spec.feature_view])
@@ -269,12 +285,12 @@ def materialize(
 def _entities_in_window(
     catalog: Any, spec: FeatureViewSpec, start: datetime, end: datetime, log: logging.Logger
 ) -> int | None:
-    """Count entities of the source table with a row whose timestamp is in [start, end] (``None`` if unreadable)."""
+    """Count entities (unique key tuples) with a row whose timestamp is in [start, end] (``None`` if unreadable)."""
     import pyarrow.compute as pc
 
-    key, ts_field = spec.join_key, spec.timestamp_field
+    keys, ts_field = spec.join_keys, spec.timestamp_field
     try:
-        data = load_table(catalog, spec.source_table).scan(selected_fields=(key, ts_field)).to_arrow()
+        data = load_table(catalog, spec.source_table).scan(selected_fields=(*keys, ts_field)).to_arrow()
     except Exception as exc:  # the count is informative only; materialization already succeeded
         log.warning("could not count materialized rows of %s: %s", spec.source_table, exc)
         return None
@@ -284,4 +300,4 @@ def _entities_in_window(
     else:
         bounds = (start, end)
     mask = pc.and_(pc.greater_equal(ts, bounds[0]), pc.less_equal(ts, bounds[1]))
-    return len(pc.unique(data.filter(mask).column(key)))
+    return data.filter(mask).select(keys).group_by(keys).aggregate([]).num_rows

@@ -238,7 +238,10 @@ class FeastHook(BaseHook):
     def online_features(
         self, features: Sequence[str] | Any, entity_rows: Sequence[dict[str, Any]], *, full_feature_names: bool = False
     ) -> dict[str, list[Any]]:
-        """Latest materialized values of ``features`` for ``entity_rows`` (e.g. ``[{"account_id": 1}]``)."""
+        """Latest materialized values of ``features`` for ``entity_rows``, each naming every join key column.
+
+        E.g. ``[{"account_id": 1}]``, or ``[{"store_id": 1, "sku_id": "sku7"}]`` for a composite key.
+        """
         refs = features if not isinstance(features, (list, tuple)) else list(features)
         try:
             response = self.store.get_online_features(

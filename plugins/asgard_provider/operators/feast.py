@@ -11,6 +11,7 @@ from airflow.sdk import BaseOperator, Context
 from asgard_provider.catalog import export_catalog_password
 from asgard_provider.engines import feast_repo
 from asgard_provider.engines.feast_repo import FeatureViewSpec
+from asgard_provider.exceptions import FeatureStoreError
 from asgard_provider.hooks.feast import FeastHook
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.lineage import LineageMixin, feast_namespace
@@ -27,6 +28,16 @@ def interval_end(context: Context) -> datetime:
     return datetime.now(UTC)
 
 
+def key_columns(join_keys: Sequence[str] | None, join_key: str | None, task_id: str) -> list[str]:
+    """Return the entity's key columns from ``join_keys`` or its one-column shorthand ``join_key``."""
+    if (join_keys is None) == (join_key is None):
+        raise FeatureStoreError(f"task {task_id}: give the entity key as join_key or join_keys (exactly one of them)")
+    keys = [join_key] if join_key is not None else list(join_keys or [])
+    if not keys or len(set(keys)) != len(keys):
+        raise FeatureStoreError(f"task {task_id}: join_keys {keys} must name at least one column, each once")
+    return [str(key) for key in keys]
+
+
 class FeastRegisterOperator(LineageMixin, BaseOperator):
     """Register an entity, a feature view over an Iceberg table and (optionally) a feature service.
 
@@ -35,6 +46,8 @@ class FeastRegisterOperator(LineageMixin, BaseOperator):
     With ``materialize=True`` the latest values with timestamps in ``[data_interval_end - ttl,
     data_interval_end]`` are loaded into the online store (:func:`asgard_provider.engines.feast_repo.register`).
 
+    :param join_keys: the entity's key columns (``["store_id", "sku_id"]`` for a composite key);
+        ``join_key="col"`` is the shorthand of one.
     :param features: ``[{"name": "total_purchases", "dtype": "int64"}, ...]``.
     """
 
@@ -46,7 +59,8 @@ class FeastRegisterOperator(LineageMixin, BaseOperator):
         *,
         feature_view: str,
         entity: str,
-        join_key: str,
+        join_keys: Sequence[str] | None = None,
+        join_key: str | None = None,
         source_table: str,
         timestamp_field: str,
         features: Sequence[dict[str, str]],
@@ -61,7 +75,7 @@ class FeastRegisterOperator(LineageMixin, BaseOperator):
         super().__init__(**kwargs)
         self.feature_view = feature_view
         self.entity = entity
-        self.join_key = join_key
+        self.join_keys = key_columns(join_keys, join_key, self.task_id)
         self.source_table = source_table
         self.timestamp_field = timestamp_field
         self.features = [dict(f) for f in features]
@@ -77,7 +91,7 @@ class FeastRegisterOperator(LineageMixin, BaseOperator):
         return FeatureViewSpec(
             feature_view=self.feature_view,
             entity=self.entity,
-            join_key=self.join_key,
+            join_keys=self.join_keys,
             source_table=self.source_table,
             timestamp_field=self.timestamp_field,
             features=self.features,
@@ -113,8 +127,9 @@ class FeastMaterializeOperator(LineageMixin, BaseOperator):
         *,
         feature_view: str,
         source_table: str,
-        join_key: str,
         timestamp_field: str,
+        join_keys: Sequence[str] | None = None,
+        join_key: str | None = None,
         ttl_days: int = 90,
         iceberg_conn_id: str = IcebergHook.default_conn_name,
         feast_conn_id: str = FeastHook.default_conn_name,
@@ -123,7 +138,7 @@ class FeastMaterializeOperator(LineageMixin, BaseOperator):
         super().__init__(**kwargs)
         self.feature_view = feature_view
         self.source_table = source_table
-        self.join_key = join_key
+        self.join_keys = key_columns(join_keys, join_key, self.task_id)
         self.timestamp_field = timestamp_field
         self.ttl_days = ttl_days
         self.iceberg_conn_id = iceberg_conn_id
@@ -136,7 +151,7 @@ class FeastMaterializeOperator(LineageMixin, BaseOperator):
         export_catalog_password(iceberg.settings)  # the registry stores the catalog URI without it
         feast_repo.check_registered(feast, self.feature_view)
         spec = FeatureViewSpec(
-            self.feature_view, "", self.join_key, self.source_table, self.timestamp_field, [], self.ttl_days
+            self.feature_view, "", self.join_keys, self.source_table, self.timestamp_field, [], self.ttl_days
         )
         done = feast_repo.materialize(feast, iceberg.catalog, spec, interval_end(context), self.log)
         online = Dataset(f"{self.feature_view}.online", namespace=feast_namespace(feast.project), rows=done.rows)

@@ -38,7 +38,10 @@ class FeaturesStage(StageModel):
     entity: str
     join_key: str | None = Field(default=None, description="the entity's key column (shorthand of join_keys: [col])")
     join_keys: list[str] | None = Field(
-        default=None, min_length=1, description="the entity's key columns, e.g. [store_id, sku_id] (composite key)"
+        default=None,
+        min_length=1,
+        description="the entity's key columns, e.g. [store_id, sku_id] (a composite key: one Feast entity per "
+        "column; scored by every column, asgard score --key store_id=1 --key sku_id=7)",
     )
     source_table: TableName
     timestamp_field: str
@@ -90,16 +93,7 @@ def column_uses(stage: FeaturesStage, where: str) -> tuple[ColumnUse, ...]:
 
 def spec(stage: FeaturesStage, where: str, base: Path, inputs: Mapping[str, Node]) -> StageSpec:
     """Describe the stage: it reads the Gold source table and writes the feature view."""
-    problems = (
-        (
-            f"{where}.join_keys: a composite entity key ({', '.join(stage.keys)}) is not registered in Feast yet "
-            "(FeastRegisterOperator takes one join key); use one key column until it is",
-        )
-        if len(stage.keys) > 1
-        else ()
-    )
     return StageSpec(
-        problems=problems,
         label=stage.feature_view,
         tasks=(REGISTER_TASK, *([MATERIALIZE_TASK] if stage.materialize else [])),
         reads=(
@@ -125,7 +119,7 @@ def build(node: Node, base: Path) -> Built:
         task_id=REGISTER_TASK,
         feature_view=stage.feature_view,
         entity=stage.entity,
-        join_key=stage.keys[0],
+        join_keys=stage.keys,
         source_table=stage.source_table,
         timestamp_field=stage.timestamp_field,
         features=[feature.model_dump() for feature in stage.features],
@@ -142,7 +136,7 @@ def build(node: Node, base: Path) -> Built:
             task_id=MATERIALIZE_TASK,
             feature_view=stage.feature_view,
             source_table=stage.source_table,
-            join_key=stage.keys[0],
+            join_keys=stage.keys,
             timestamp_field=stage.timestamp_field,
             ttl_days=stage.ttl_days,
         )

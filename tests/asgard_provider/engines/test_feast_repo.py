@@ -13,14 +13,23 @@ from asgard_provider.exceptions import FeatureStoreError
 from asgard_provider.hooks.feast import FeastHook
 from asgard_provider.hooks.iceberg import IcebergHook
 
-from ..conftest import AS_OF, FEATURE_VIEW, FEATURES, customer_metrics
+from ..conftest import (
+    AS_OF,
+    FEATURE_VIEW,
+    FEATURES,
+    SERIES_FEATURES,
+    SERIES_KEYS,
+    SERIES_TABLE,
+    SERIES_VIEW,
+    customer_metrics,
+)
 
 
 def _spec(**overrides: object) -> FeatureViewSpec:
     values: dict[str, object] = {
         "feature_view": FEATURE_VIEW,
         "entity": "customer",
-        "join_key": "customer_id",
+        "join_keys": ["customer_id"],
         "source_table": "gold.customer_metrics",
         "timestamp_field": "feature_timestamp",
         "features": FEATURES,
@@ -70,3 +79,40 @@ def test_unknown_dtype_is_rejected(gold_metrics: pa.Table) -> None:
 def test_materialize_needs_a_registered_view(asgard_home: object) -> None:
     with pytest.raises(FeatureStoreError, match=r"customer_churn_features.*not registered.*register_features"):
         feast_repo.check_registered(FeastHook(), FEATURE_VIEW)
+
+
+def _series_spec(**overrides: object) -> FeatureViewSpec:
+    values: dict[str, object] = {
+        "feature_view": SERIES_VIEW,
+        "entity": "series",
+        "join_keys": SERIES_KEYS,
+        "source_table": SERIES_TABLE,
+        "timestamp_field": "feature_timestamp",
+        "features": SERIES_FEATURES,
+        **overrides,
+    }
+    return FeatureViewSpec(**values)  # type: ignore[arg-type]
+
+
+def test_composite_key_is_one_entity_per_column_and_counts_key_pairs(store_sku: pa.Table) -> None:
+    until = datetime.combine(AS_OF, time(6), tzinfo=UTC)
+    done = _register(_series_spec(), until)
+    store = FeastHook().get_store()
+    view = store.get_feature_view(SERIES_VIEW)
+    assert [(c.name, str(c.dtype)) for c in view.entity_columns] == [("store_id", "Int64"), ("sku_id", "String")]
+    assert sorted(view.entities) == ["series_sku_id", "series_store_id"]
+    assert store.get_entity("series_store_id").join_key == "store_id"
+    assert store.get_entity("series_sku_id").join_key == "sku_id"
+    assert [f.name for f in view.features] == [f["name"] for f in SERIES_FEATURES]
+    # 4 stores x 30 SKUs: the count is of (store_id, sku_id) pairs, not of either column alone (4 or 30).
+    assert done.materialized is not None and done.materialized.rows == 120
+    assert done.view_fields()[:3] == [("store_id", "long"), ("sku_id", "string"), ("units_last_7d", "float64")]
+
+
+def test_missing_and_untyped_key_columns_are_named(store_sku: pa.Table) -> None:
+    with pytest.raises(FeatureStoreError, match=r"join key column 'region_id' is missing") as err:
+        _register(_series_spec(join_keys=["store_id", "region_id"]))
+    assert "store_sku_metrics" in str(err.value) and "sku_id" in str(err.value)
+    with pytest.raises(FeatureStoreError, match=r"join key column 'price' has type double; a key is one of int"):
+        _register(_series_spec(join_keys=["store_id", "price"]))
+    assert FeastHook().get_store().list_feature_views() == []

@@ -13,7 +13,17 @@ import yaml
 from asgard_provider.exceptions import FeatureStoreError
 from asgard_provider.hooks.feast import FeastHook, build_feature_store_config, online_store_config, registry_config
 
-from ..conftest import AS_OF, FEATURE_REFS, PRIOR, register_operator, run_context, snapshot_time
+from ..conftest import (
+    AS_OF,
+    FEATURE_REFS,
+    PRIOR,
+    SERIES_FEATURES,
+    SERIES_VIEW,
+    register_operator,
+    run_context,
+    series_register_operator,
+    snapshot_time,
+)
 
 
 def test_embedded_default_writes_a_loadable_feature_store_yaml(asgard_home: Path) -> None:
@@ -156,3 +166,29 @@ def test_sql_registry_in_postgres_and_redis_online_store(
         )
         admin.cursor().execute(f"DROP DATABASE IF EXISTS {db}")
         admin.close()
+
+
+def _series_rows(data: pa.Table, day: datetime) -> pd.DataFrame:
+    frame = data.to_pandas()
+    return frame[frame["feature_timestamp"] == day].set_index(["store_id", "sku_id"])
+
+
+def test_a_composite_key_joins_training_sets_and_online_reads_on_both_columns(store_sku: pa.Table) -> None:
+    series_register_operator().execute(run_context())
+    hook, refs = FeastHook(), [f"{SERIES_VIEW}:{f['name']}" for f in SERIES_FEATURES]
+    pairs = [(1, "sku7"), (2, "sku7"), (1, "sku8")]  # one SKU in two stores, two SKUs in one store
+    entity_df = pd.DataFrame(pairs, columns=["store_id", "sku_id"])
+    entity_df["event_timestamp"] = pd.Timestamp(snapshot_time(PRIOR) + timedelta(days=1), tz="UTC")
+    out = hook.historical_features(entity_df, refs).set_index(["store_id", "sku_id"])
+    prior = _series_rows(store_sku, snapshot_time(PRIOR))
+    assert len(out) == 3
+    for pair in pairs:
+        assert out.loc[pair, "units_last_7d"] == pytest.approx(prior.loc[pair, "units_last_7d"])
+        assert out.loc[pair, "price"] == pytest.approx(prior.loc[pair, "price"])
+    assert prior.loc[(1, "sku7"), "price"] != prior.loc[(2, "sku7"), "price"], "the fixture tells the pairs apart"
+
+    rows = [{"store_id": s, "sku_id": k} for s, k in [*pairs, (9, "sku7")]]
+    online = hook.online_features(refs, rows)
+    latest = _series_rows(store_sku, snapshot_time(AS_OF))
+    assert online["price"][:3] == pytest.approx([latest.loc[pair, "price"] for pair in pairs])
+    assert online["price"][3] is None, "store 9 has no sku7"

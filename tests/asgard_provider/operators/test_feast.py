@@ -13,8 +13,10 @@ from ..conftest import (
     AS_OF,
     FEATURE_REFS,
     PRIOR,
+    SERIES_VIEW,
     register_operator,
     run_context,
+    series_register_operator,
     snapshot_time,
     write_customer_metrics,
 )
@@ -145,3 +147,28 @@ def test_materialize_operator_loads_the_online_store_after_registration(gold_met
     (online_view,) = lineage.outputs
     assert (online_view.namespace, online_view.name) == ("feast://asgard", "customer_churn_features.online")
     assert online_view.outputFacets["outputStatistics"].rowCount == 2000
+
+
+def test_materialize_operator_counts_composite_key_pairs(store_sku: pa.Table) -> None:
+    from asgard_provider.operators.feast import FeastMaterializeOperator
+
+    registered = series_register_operator(materialize=False).execute(run_context())
+    assert registered["materialized_rows"] is None and registered["entity"] == "series"
+    materialize = FeastMaterializeOperator(
+        task_id="materialize_features",
+        feature_view=SERIES_VIEW,
+        source_table="gold.store_sku_metrics",
+        join_keys=["store_id", "sku_id"],
+        timestamp_field="feature_timestamp",
+    )
+    assert materialize.execute(run_context())["materialized_rows"] == 120
+    (online_view,) = materialize.get_openlineage_facets_on_complete(None).outputs
+    assert online_view.outputFacets["outputStatistics"].rowCount == 120
+
+
+def test_operators_take_one_key_spelling(asgard_home: Path) -> None:
+    with pytest.raises(FeatureStoreError, match="register_features: give the entity key as join_key or join_keys"):
+        series_register_operator(join_key="store_id")
+    with pytest.raises(FeatureStoreError, match=r"join_keys \['store_id', 'store_id'\] must name at least one"):
+        series_register_operator(join_keys=["store_id", "store_id"])
+    assert series_register_operator(join_keys=None, join_key="store_id").join_keys == ["store_id"]
