@@ -79,6 +79,7 @@ def _assert_no_personal_data(hook, patients) -> set[str]:
 @pytest.mark.e2e
 @pytest.mark.spark
 def test_patient_readmission_pipeline_end_to_end(airflow_db: Path, asgard_home: Path, sources: dict) -> None:
+    import pandas as pd
     from sklearn.metrics import roc_auc_score
 
     from asgard_provider.hooks.iceberg import IcebergHook
@@ -140,10 +141,12 @@ def test_patient_readmission_pipeline_end_to_end(airflow_db: Path, asgard_home: 
     rows = gold[~open_window]
     assert roc_auc_score(rows["readmitted_30d"], rows["prior_admissions"]) < metrics["roc_auc"]
 
-    # Every admission discharged on AS_OF is scored exactly once; predictions carry no personal data either.
+    # scope new_events: every admission discharged in the run's data interval (the 24 h before 22:00 on AS_OF) is
+    # scored exactly once; predictions carry no personal data either.
     predictions = hook.load_table("gold.readmission_predictions").scan().to_pandas()
-    today = gold[gold["discharge_date"] == AS_OF]
-    assert len(predictions) == len(today) == sources["scored_admissions"] > 0
+    end = pd.Timestamp(datetime(AS_OF.year, AS_OF.month, AS_OF.day, 22))
+    today = gold[(gold["feature_timestamp"] >= end - pd.Timedelta(days=1)) & (gold["feature_timestamp"] < end)]
+    assert len(predictions) == len(today) > 0
     assert set(predictions["admission_id"]) == set(today["admission_id"])
     assert predictions["admission_id"].is_unique
     assert predictions[PROBABILITY].between(0, 1).all()
