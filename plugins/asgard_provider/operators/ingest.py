@@ -38,7 +38,7 @@ class SqlToIcebergOperator(LineageMixin, BaseOperator):
 
     :param source_conn_id: Airflow connection of the source database (sqlite, postgres or mysql).
     :param source_table: table to read.
-    :param target_table: ``namespace.table`` in the shared catalog, e.g. ``bronze.customers``.
+    :param target_table: ``namespace.table`` in the shared catalog, e.g. ``bronze.orders``.
     :param batch_rows: rows per Arrow batch; bounds the task's memory.
     :param cursor_column: column for interval reads (timestamp or date); ``None`` = full refresh.
     :param interval_start: inclusive lower bound (templated, e.g. ``{{ data_interval_start }}``).

@@ -44,7 +44,7 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
     :param mode: ``overwrite`` (atomic replace, table recreated with the partition spec), ``append`` or
         ``merge`` (``MERGE INTO`` on ``merge_keys``: matched rows updated, others inserted).
     :param partition_by: columns or Iceberg transforms: ``country``, ``months(transaction_date)``,
-        ``days(ts)``, ``bucket(16, customer_id)``, ``truncate(4, code)``; applied when the table is created.
+        ``days(ts)``, ``bucket(16, entity_id)``, ``truncate(4, code)``; applied when the table is created.
     :param merge_keys: columns identifying a row (required for ``merge``).
     :param quarantine_table: where rejected rows go; default ``<output_table>_quarantine``. Replaced in
         ``overwrite`` mode, appended to otherwise.
