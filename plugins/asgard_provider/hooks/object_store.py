@@ -6,7 +6,7 @@ from functools import cached_property
 
 from airflow.sdk import BaseHook
 
-from asgard_provider.exceptions import SourceError
+from asgard_provider.sources.common import source_connection
 from asgard_provider.sources.files import S3Credentials
 
 
@@ -32,13 +32,7 @@ class ObjectStoreHook(BaseHook):
         """The connection's keys, region and endpoint."""
         if not self.conn_id:
             return S3Credentials()
-        try:
-            conn = self.get_connection(self.conn_id)
-        except Exception as exc:
-            raise SourceError(
-                f"Airflow connection {self.conn_id!r} is not defined "
-                f"(set AIRFLOW_CONN_{self.conn_id.upper()} or add it in the UI)"
-            ) from exc
+        conn = source_connection(self, self.conn_id)
         extra = conn.extra_dejson
         return S3Credentials(
             access_key=conn.login or "",

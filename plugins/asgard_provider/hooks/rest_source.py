@@ -18,6 +18,7 @@ from asgard_provider.sources.common import (
     Watchdog,
     first_line,
     mask,
+    source_connection,
 )
 from asgard_provider.sources.rest import RestEndpoint, RestRequest, fetch_pages, in_window, to_batches
 
@@ -52,13 +53,7 @@ class RestSourceHook(BaseHook):
     @cached_property
     def endpoint(self) -> RestEndpoint:
         """Base URL and credentials from the Airflow connection."""
-        try:
-            conn = self.get_connection(self.rest_conn_id)
-        except Exception as exc:
-            raise SourceError(
-                f"Airflow connection {self.rest_conn_id!r} is not defined "
-                f"(set AIRFLOW_CONN_{self.rest_conn_id.upper()} or add it in the UI)"
-            ) from exc
+        conn = source_connection(self, self.rest_conn_id)
         host = (conn.host or "").rstrip("/")
         if not host:
             raise SourceError(f"connection {self.rest_conn_id!r} has no host (the API's base URL)")

@@ -17,6 +17,7 @@ from asgard_provider.sources.common import (
     Watchdog,
     first_line,
     mask,
+    source_connection,
 )
 from asgard_provider.sources.sql import DIALECTS, Dialect, SqlEndpoint, read_batches, select_sql
 
@@ -51,13 +52,7 @@ class SqlSourceHook(BaseHook):
     @cached_property
     def endpoint(self) -> SqlEndpoint:
         """The source database as the Airflow connection describes it."""
-        try:
-            conn = self.get_connection(self.source_conn_id)
-        except Exception as exc:
-            raise SourceError(
-                f"Airflow connection {self.source_conn_id!r} is not defined "
-                f"(set AIRFLOW_CONN_{self.source_conn_id.upper()} or add it in the UI)"
-            ) from exc
+        conn = source_connection(self, self.source_conn_id)
         conn_type = (conn.conn_type or "").lower()
         dialect = DIALECTS.get(conn_type)
         if dialect is None:

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 
@@ -154,3 +155,13 @@ def utc_naive(value: object, what: str) -> datetime:
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(UTC).replace(tzinfo=None)
     return parsed
+
+
+def source_connection(hook: Any, conn_id: str) -> Any:
+    """Return ``hook``'s Airflow connection ``conn_id``; a ``SourceError`` saying how to define it if missing."""
+    try:
+        return hook.get_connection(conn_id)
+    except Exception as exc:
+        raise SourceError(
+            f"Airflow connection {conn_id!r} is not defined (set AIRFLOW_CONN_{conn_id.upper()} or add it in the UI)"
+        ) from exc
