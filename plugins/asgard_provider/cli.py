@@ -69,7 +69,7 @@ def _new_pipeline(args: argparse.Namespace) -> int:
 
     base = _include(args)
     try:
-        written = create_pipeline(args.name, base, _dags(args, base), args.source)
+        written = create_pipeline(args.name, base, _dags(args, base), args.source, args.task)
     except PipelineConfigError as exc:
         print(f"FAIL {exc}", file=sys.stderr)
         return 1
@@ -237,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     pipeline.add_argument("--dags-dir", help="the bundle's dags/ folder (default: next to include/)")
     pipeline.add_argument(
         "--source", default="file", choices=["file", "sql", "rest", "s3"], help="the ingest source to start from"
+    )
+    pipeline.add_argument(
+        "--task",
+        default="binary_classification",
+        choices=["binary_classification", "multiclass_classification", "regression"],
+        help="what the model predicts (train.task): the label, model, gate and prediction columns follow from it",
     )
     pipeline.set_defaults(func=_new_pipeline)
 

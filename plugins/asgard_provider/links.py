@@ -64,10 +64,10 @@ def mlflow_model_version_url(base: str, model_name: str, version: str) -> str:
 
 
 def asgard_models_url(dag_id: str) -> str:
-    """Return the models section of a pipeline's Asgard page (the api-server serves it under the plugin's prefix)."""
-    from asgard_provider.api.plugin import PAGE_ROUTE, URL_PREFIX
+    """Return the models section of a pipeline's Asgard page, relative to the Airflow UI's base URL."""
+    from asgard_provider.api.plugin import page_href
 
-    return URL_PREFIX + PAGE_ROUTE.format(dag_id=quote(dag_id, safe="")) + "#models"
+    return page_href(quote(dag_id, safe="")) + "#models"
 
 
 class _MLflowLink(BaseOperatorLink):

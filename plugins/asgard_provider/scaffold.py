@@ -2,7 +2,9 @@
 
 The scaffold is a small but complete pipeline over one JSON-lines export of events (``entity_id``,
 ``event_time``, ``amount``): Bronze copy, Silver cleaning with a quarantine, a Gold dbt model with per-entity
-features and a forward-looking label, a Feast feature view, a training script and batch inference. It passes
+features and a forward-looking label, a Feast feature view, a training script and batch inference. ``--task``
+picks the label and model: did the entity have events (binary), how many (three classes), their amount
+(regression). It passes
 ``asgard validate --strict`` as written; replace the source, the SQL and the features with your own.
 """
 
@@ -46,8 +48,7 @@ dbt:
       min_rows: 1
       not_null: [entity_id, feature_timestamp]
       unique: [[entity_id, snapshot_date]]
-      accepted_values: {label: [0, 1]}
-
+__LABEL_CHECK__
 features:
   feature_view: __NAME___features
   entity: __NAME___entity
@@ -66,13 +67,10 @@ train:
   registered_model: __NAME___model
   label_table: gold.__NAME___features
   label_column: label
-  hyperparameters: {n_estimators: 100, max_depth: 8}
-  min_metrics: {roc_auc: 0.6}
-
+__TRAIN__
 predict:
   output_table: gold.__NAME___predictions
-  thresholds: {high: 0.7, medium: 0.4}
-"""
+__PREDICT__"""
 
 _SQL = """\
 -- Silver __NAME__ events: typed, deduplicated; rows breaking a rule get a _rejected_reason and go to the
@@ -120,7 +118,7 @@ clean-targets: [target]
 vars:
   # Snapshot date (YYYY-MM-DD); the DAG passes the run's data_interval_end.
   as_of: null
-  # label = 1 when the entity has an event in [snapshot, snapshot + horizon).
+  # The label looks at the entity's events in [snapshot, snapshot + horizon).
   label_horizon_days: 30
 
 models:
@@ -193,9 +191,10 @@ _MACROS = """\
 
 _MODEL = """\
 {#
-  One row per (entity, snapshot): features from events strictly before the snapshot, and `label` = the entity
-  has an event in [snapshot, snapshot + horizon). Each run rebuilds the snapshots `as_of` (unlabelled, scored)
-  and `as_of - horizon` (labelled, trained on), replacing those snapshot_date partitions.
+  One row per (entity, snapshot): features from events strictly before the snapshot, and `label` from the
+  entity's events in [snapshot, snapshot + horizon): __LABEL_DOC__.
+  Each run rebuilds the snapshots `as_of` (unlabelled, scored) and `as_of - horizon` (labelled, trained on),
+  replacing those snapshot_date partitions.
 #}
 {{ config(
     materialized=asgard_gold_materialization(),
@@ -240,7 +239,7 @@ history as (
 ),
 
 future as (
-    select s.snapshot_date, e.entity_id, count(*) as future_events
+    select s.snapshot_date, e.entity_id, count(*) as future_events, sum(e.amount) as future_amount
     from snapshots as s
     inner join events as e on e.event_date >= s.snapshot_date and e.event_date < s.label_until
     group by s.snapshot_date, e.entity_id
@@ -253,11 +252,7 @@ select
     cast(h.events_30d as bigint) as events_30d,
     cast(h.amount_30d as double) as amount_30d,
     cast({{ dbt.datediff('h.last_event_date', 'h.snapshot_date', 'day') }} as bigint) as days_since_last_event,
-    cast(case
-        when h.label_until is null then null
-        when f.future_events is null then 0
-        else 1
-    end as integer) as label
+__LABEL__
 from history as h
 left join future as f on f.snapshot_date = h.snapshot_date and f.entity_id = h.entity_id
 """
@@ -277,22 +272,22 @@ models:
       - {name: events_30d, data_type: bigint}
       - {name: amount_30d, data_type: double}
       - {name: days_since_last_event, data_type: bigint}
-      - {name: label, data_type: integer}
+      - {name: label, data_type: __LABEL_TYPE__}
 """
 
 _TRAINING = '''\
-"""Train the __NAME__ model: a random forest on the Feast features of gold.__NAME___features.
+"""Train the __NAME__ model (__TASK__): a random forest on the Feast features of gold.__NAME___features.
 
-Run by MLflowTrainOperator (it starts the MLflow run, passes the context and registers the logged model).
+Run by MLflowTrainOperator: it starts the MLflow run, passes the context, checks that the logged model fits the
+task, computes the holdout metrics the script does not log itself, gates and registers the model.
 """
 
 from __future__ import annotations
 
 import mlflow
 import mlflow.sklearn
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.metrics import accuracy_score, roc_auc_score
-
+from sklearn.ensemble import __MODEL_CLASS__
+__METRIC_IMPORTS__
 from asgard_provider.training import TrainingContext
 
 DEFAULTS = {"n_estimators": 100, "max_depth": 8, "random_state": 42}
@@ -301,19 +296,13 @@ DEFAULTS = {"n_estimators": 100, "max_depth": 8, "random_state": 42}
 def main() -> None:
     ctx = TrainingContext.from_env()
     params = {**DEFAULTS, **ctx.params}
-    frame = ctx.training_frame()
-    train, holdout = ctx.split(frame)
-    x_train, y_train = train[ctx.feature_columns].astype("float64"), train[ctx.label_column].astype("int64")
-    x_test, y_test = holdout[ctx.feature_columns].astype("float64"), holdout[ctx.label_column].astype("int64")
+    train, holdout = ctx.split(ctx.training_frame())
+    x_train, y_train = train[ctx.feature_columns].astype("float64"), train[ctx.label_column].astype("__LABEL_DTYPE__")
     with mlflow.start_run():
-        mlflow.log_params({"model_type": "RandomForestClassifier", **params, "train_rows": len(train)})
-        model = RandomForestClassifier(**params)
+        mlflow.log_params({"model_type": "__MODEL_CLASS__", **params, "train_rows": len(train)})
+        model = __MODEL_CLASS__(**params)
         model.fit(x_train, y_train)
-        proba = model.predict_proba(x_test)[:, list(model.classes_).index(1)]
-        mlflow.log_metrics(
-            {"roc_auc": roc_auc_score(y_test, proba), "accuracy": accuracy_score(y_test, (proba >= 0.5).astype(int))}
-        )
-        ctx.log_datasets(train, holdout)
+__METRICS__        ctx.log_datasets(train, holdout)  # the holdout metrics of the task type are computed from these
         mlflow.sklearn.log_model(model, name=ctx.model_artifact_path, skops_trusted_types=["sklearn.tree._tree.Tree"])
 
 
@@ -356,7 +345,83 @@ SOURCE_TEMPLATES = {
 }
 
 
-def scaffold_files(name: str, source: str = "file") -> dict[str, str]:
+#: The binary training script logs its own holdout metrics (the others leave them to the training task).
+_BINARY_METRICS = """\
+        x_test, y_test = holdout[ctx.feature_columns].astype("float64"), holdout[ctx.label_column]
+        proba = model.predict_proba(x_test)[:, list(model.classes_).index(1)]
+        mlflow.log_metrics(
+            {"roc_auc": roc_auc_score(y_test, proba), "accuracy": accuracy_score(y_test, (proba >= 0.5).astype(int))}
+        )
+"""
+
+#: What ``asgard new pipeline --task TYPE`` varies: the label, its check, the model, the gate and the predictions.
+TASK_TEMPLATES: dict[str, dict[str, str]] = {
+    "binary_classification": {
+        "__LABEL_DOC__": "1 when it has an event then, else 0",
+        "__LABEL__": """    cast(case
+        when h.label_until is null then null
+        when f.future_events is null then 0
+        else 1
+    end as integer) as label""",
+        "__LABEL_TYPE__": "integer",
+        "__LABEL_CHECK__": "      accepted_values: {label: [0, 1]}\n",
+        "__TRAIN__": """  task: binary_classification
+  hyperparameters: {n_estimators: 100, max_depth: 8}
+  min_metrics: {roc_auc: 0.6}
+""",
+        "__PREDICT__": """  prediction_column: __NAME___probability
+  thresholds: {high: 0.7, medium: 0.4}
+""",
+        "__MODEL_CLASS__": "RandomForestClassifier",
+        "__LABEL_DTYPE__": "int64",
+        "__METRIC_IMPORTS__": "from sklearn.metrics import accuracy_score, roc_auc_score\n",
+        "__METRICS__": _BINARY_METRICS,
+    },
+    "multiclass_classification": {
+        "__LABEL_DOC__": "its activity class, 0 (no event), 1 (one or two events) or 2 (three or more)",
+        "__LABEL__": """    cast(case
+        when h.label_until is null then null
+        when f.future_events is null then 0
+        when f.future_events < 3 then 1
+        else 2
+    end as integer) as label""",
+        "__LABEL_TYPE__": "integer",
+        "__LABEL_CHECK__": "      accepted_values: {label: [0, 1, 2]}\n",
+        "__TRAIN__": """  task: multiclass_classification
+  hyperparameters: {n_estimators: 100, max_depth: 8}
+  min_metrics: {macro_f1: 0.3}
+""",
+        "__PREDICT__": """  class_column: __NAME___class
+  probability_prefix: probability_class_
+""",
+        "__MODEL_CLASS__": "RandomForestClassifier",
+        "__LABEL_DTYPE__": "int64",
+        "__METRIC_IMPORTS__": "",
+        "__METRICS__": "",
+    },
+    "regression": {
+        "__LABEL_DOC__": "the sum of their amounts (0 without events)",
+        "__LABEL__": """    cast(case
+        when h.label_until is null then null
+        else coalesce(f.future_amount, 0)
+    end as double) as label""",
+        "__LABEL_TYPE__": "double",
+        "__LABEL_CHECK__": "",
+        "__TRAIN__": """  task: regression
+  hyperparameters: {n_estimators: 100, max_depth: 8}
+  min_metrics: {r2: 0.0}
+""",
+        "__PREDICT__": """  prediction_column: __NAME___amount_next_30d
+""",
+        "__MODEL_CLASS__": "RandomForestRegressor",
+        "__LABEL_DTYPE__": "float64",
+        "__METRIC_IMPORTS__": "",
+        "__METRICS__": "",
+    },
+}
+
+
+def scaffold_files(name: str, source: str = "file", task: str = "binary_classification") -> dict[str, str]:
     """Relative path (``include/...`` or ``dags/...``) -> content of every file of a new pipeline ``name``."""
     if not is_name(name, _MAX_LENGTH):
         raise PipelineConfigError(
@@ -380,14 +445,25 @@ def scaffold_files(name: str, source: str = "file") -> dict[str, str]:
     }
     if source not in SOURCE_TEMPLATES:
         raise PipelineConfigError(name, [f"--source {source!r}: use one of {', '.join(SOURCE_TEMPLATES)}"])
-    files = {path: text.replace("__SOURCE__", SOURCE_TEMPLATES[source]) for path, text in files.items()}
+    if task not in TASK_TEMPLATES:
+        raise PipelineConfigError(name, [f"--task {task!r}: use one of {', '.join(TASK_TEMPLATES)}"])
+    parts = {"__SOURCE__": SOURCE_TEMPLATES[source], "__TASK__": task, **TASK_TEMPLATES[task]}
+    files = {path: _fill(text, parts) for path, text in files.items()}
     return {path.replace(_PLACEHOLDER, name): text.replace(_PLACEHOLDER, name) for path, text in files.items()}
 
 
-def create_pipeline(name: str, include: Path, dags: Path, source: str = "file") -> list[Path]:
+def _fill(text: str, parts: dict[str, str]) -> str:
+    for placeholder, part in parts.items():
+        text = text.replace(placeholder, part)
+    return text
+
+
+def create_pipeline(
+    name: str, include: Path, dags: Path, source: str = "file", task: str = "binary_classification"
+) -> list[Path]:
     """Write the scaffold of ``name`` under ``include``/``dags``; refuse to overwrite any existing file."""
     planned = []
-    for rel, text in scaffold_files(name, source).items():
+    for rel, text in scaffold_files(name, source, task).items():
         top, rest = rel.split("/", 1)
         planned.append(((include if top == "include" else dags) / rest, text))
     existing = [str(path) for path, _ in planned if path.exists()]

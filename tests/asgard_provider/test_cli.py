@@ -285,3 +285,47 @@ def test_new_pipeline_scaffolds_each_source_kind(
     config = load_pipeline_config(include / "pipelines" / "store_sales.yaml", base_dir=include)
     kind = {"sql": SqlSource, "rest": RestSource, "s3": FileSource}[source]
     assert isinstance(config.ingest[0].source, kind)
+
+
+@pytest.mark.parametrize(
+    ("task", "label_type", "predict_key", "column"),
+    [
+        ("multiclass_classification", "integer", "class_column", "store_sales_class"),
+        ("regression", "double", "prediction_column", "store_sales_amount_next_30d"),
+    ],
+)
+def test_new_pipeline_scaffolds_each_task_type_valid_under_strict(
+    bundle: tuple[Path, Path],
+    asgard_home: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    task: str,
+    label_type: str,
+    predict_key: str,
+    column: str,
+) -> None:
+    import ast
+
+    from asgard_provider.pipeline.config import load_pipeline_config
+
+    include, _ = bundle
+    monkeypatch.setenv("ASGARD_DBT_MANIFESTS", str(asgard_home / "manifests"))
+    code, _, err = _run(capsys, "new", "pipeline", "store_sales", "--task", task)
+    assert code == 0, err
+    config = load_pipeline_config(include / "pipelines" / "store_sales.yaml", base_dir=include)
+    assert config.train is not None and config.train.task == task
+    assert getattr(config.predict, predict_key) == column
+    assert (config.predict.thresholds is None) == (task != "binary_classification")
+    contract = (include / "dbt" / "store_sales" / "models" / "gold" / "store_sales_features.yml").read_text()
+    assert f"{{name: label, data_type: {label_type}}}" in contract
+    ast.parse((include / "training" / "store_sales_training.py").read_text())
+    assert _run(capsys, "dbt", "compile")[0] == 0
+    code, out, _ = _run(capsys, "validate", "--strict")
+    assert code == 0, out
+
+
+def test_new_pipeline_names_the_task_types(bundle: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    from asgard_provider.scaffold import scaffold_files
+
+    with pytest.raises(Exception, match="--task 'forecast': use one of binary_classification, multiclass"):
+        scaffold_files("store_sales", task="forecast")

@@ -137,8 +137,8 @@ def test_mlflow_links_fall_back_to_the_asgard_page_without_an_mlflow_ui() -> Non
     from asgard_provider.links import MLflowModelVersionLink, MLflowRunLink
 
     info = {"experiment_id": "3", "run_id": "abc", "model_name": "m/1", "model_version": "7"}
-    assert MLflowRunLink().page(None, info, "fraud_detection") == "/asgard/ui/pipelines/fraud_detection#models"
-    assert MLflowModelVersionLink().page(None, info, "a b") == "/asgard/ui/pipelines/a%20b#models"
+    assert MLflowRunLink().page(None, info, "fraud_detection") == "asgard/ui/pipelines/fraud_detection#models"
+    assert MLflowModelVersionLink().page(None, info, "a b") == "asgard/ui/pipelines/a%20b#models"
     assert (
         MLflowModelVersionLink().page("http://mlflow:5000", info, "p") == "http://mlflow:5000/#/models/m%2F1/versions/7"
     )

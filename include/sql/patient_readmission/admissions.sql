@@ -1,6 +1,6 @@
 -- Silver admissions, de-identified: the medical record number (MRN) is replaced by a pseudonymous patient_key, a
--- salted SHA-256 whose secret comes from the Airflow Variable `asgard_pseudonym_secret` (a name Airflow treats as
--- sensitive, so the value is masked in logs and rendered templates; it never appears in this file or the config).
+-- salted SHA-256 whose secret is the parameter :pseudonym_salt, bound by Spark from the Airflow Variable
+-- `asgard_pseudonym_secret` (the stage's `parameters_from:`): it never appears in this file, the rendered SQL or the logs.
 -- Bronze never holds the patients' names, SSNs, birth dates, addresses or phones: the ingest copies only the
 -- listed columns. Each admission carries its patient's sex and insurance and its lab results' counts.
 -- Rows breaking a rule are tagged in _rejected_reason and go to silver.admissions_quarantine (also keyed by
@@ -52,7 +52,7 @@ events AS (
 
 SELECT
     e.admission_id,
-    CASE WHEN e.mrn IS NOT NULL THEN SHA2(CONCAT('{{ var.value.asgard_pseudonym_secret }}', ':', e.mrn), 256) END
+    CASE WHEN e.mrn IS NOT NULL THEN SHA2(CONCAT(:pseudonym_salt, ':', e.mrn), 256) END
         AS patient_key,
     e.admit_ts,
     e.discharge_ts,

@@ -100,7 +100,7 @@ def _is_table(name: str) -> bool:
 def _view(stage: Any) -> dict[str, Any]:
     return {
         "name": stage.feature_view,
-        "join_key": stage.join_key,
+        "join_keys": stage.keys(),
         "source_table": stage.source_table,
         "features": [f.name for f in stage.features],
     }

@@ -22,6 +22,14 @@ URL_PREFIX = "/asgard"
 PAGE_ROUTE = "/ui/pipelines/{dag_id}"
 
 
+def page_href(dag_id: str) -> str:
+    """Return the link to a pipeline's page, relative to the Airflow UI's base URL (its ``<base href>``).
+
+    Relative, it works under a sub-path (``[api] base_url = https://host/airflow``) as well as at the root.
+    """
+    return URL_PREFIX.lstrip("/") + PAGE_ROUTE.replace("{dag_id}", dag_id)
+
+
 def _build() -> Any:
     from asgard_provider.api.app import create_app
 
@@ -59,7 +67,7 @@ class AsgardPlugin(AirflowPlugin):
     external_views = [
         {
             "name": "Asgard",
-            "href": URL_PREFIX + PAGE_ROUTE.replace("{dag_id}", "{DAG_ID}"),
+            "href": page_href("{DAG_ID}"),
             "destination": "dag",
             "url_route": "asgard",
         }

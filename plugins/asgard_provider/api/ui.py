@@ -106,8 +106,11 @@ def _tables(tables: list[TableState]) -> str:
 
 
 def _views(views: list[dict[str, Any]]) -> str:
-    rows = [[_td(v["name"]), _td(v["join_key"]), _td(v["source_table"]), _td(", ".join(v["features"]))] for v in views]
-    return _table(["feature view", "join key", "source table", "features"], rows, "feature-views")
+    rows = [
+        [_td(v["name"]), _td(", ".join(v["join_keys"])), _td(v["source_table"]), _td(", ".join(v["features"]))]
+        for v in views
+    ]
+    return _table(["feature view", "entity keys", "source table", "features"], rows, "feature-views")
 
 
 def _models(history: PromotionHistory | None) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -52,6 +52,8 @@ class TransformSpec:
     branch: str | None = None
     #: Summary properties of the snapshots a branch write commits (e.g. the run id), except MERGE's.
     snapshot_properties: dict[str, str] = field(default_factory=dict)
+    #: Values of the SQL's named parameter markers (``:name``), bound by Spark, never pasted into the text.
+    sql_args: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def problems(self) -> list[str]:
         """List what is wrong with mode and merge keys (empty when the spec can run)."""
@@ -84,7 +86,7 @@ def run_transform(spark: SparkSession, spec: TransformSpec, log: logging.Logger 
     if problems:
         raise TransformError(f"{spec.sql_source}: {'; '.join(problems)}")
     output = ".".join(split_table_name(spec.output_table))
-    df = analyse(spark, spec.sql, spec.sql_source)
+    df = analyse(spark, spec.sql, spec.sql_source, spec.sql_args)
     input_tables = read_tables(df)
     has_reason = REJECTED_REASON in df.columns
     quarantine = _quarantine_name(spec, output, has_reason, log)
@@ -155,8 +157,11 @@ def _write_splits(
     return rows_written, rows_quarantined
 
 
-def analyse(spark: SparkSession, sql: str, sql_source: str) -> DataFrame:
-    """Parse and analyse the query (no data is read or written); engine errors become TransformError."""
+def analyse(spark: SparkSession, sql: str, sql_source: str, args: Mapping[str, Any] | None = None) -> DataFrame:
+    """Parse and analyse the query (no data is read or written); engine errors become TransformError.
+
+    ``args`` bind the query's named parameter markers (``:name``).
+    """
     text = sql.rstrip().rstrip(";").rstrip()
     if not text.strip():
         raise TransformError(f"SQL {sql_source} is empty")
@@ -171,9 +176,12 @@ def analyse(spark: SparkSession, sql: str, sql_source: str) -> DataFrame:
             "(the operator writes the output table itself)"
         )
     try:
-        return spark.sql(text)
+        return spark.sql(text, args=dict(args)) if args else spark.sql(text)
     except Exception as exc:
-        raise TransformError(_engine_message(exc, "invalid SQL in", sql_source)) from exc
+        message = _engine_message(exc, "invalid SQL in", sql_source)
+        for value in (args or {}).values():
+            message = message.replace(str(value), "***")
+        raise TransformError(message) from None
 
 
 def ensure_namespace(spark: SparkSession, table: str) -> None:

@@ -37,6 +37,7 @@ class IcebergTableCheckOperator(LineageMixin, BaseOperator):
     :param not_null: columns that must never be NULL.
     :param unique: column groups that must identify a row, e.g. ``[["account_id", "snapshot_date"]]``.
     :param accepted_values: allowed non-NULL values per column.
+    :param absent_columns: columns the table must not have (compared without letter case), e.g. ``["ssn"]``.
     :param row_filter: Iceberg filter limiting the checked rows (templated), e.g. ``snapshot_date == '{{ ds }}'``.
     :param write_audit_publish: audit the run's branch, then publish it (see above).
     :param publish_with: tables written on the same branch and published with the checked ones (quarantine).
@@ -55,6 +56,7 @@ class IcebergTableCheckOperator(LineageMixin, BaseOperator):
         not_null: Sequence[str] = (),
         unique: Sequence[Sequence[str]] = (),
         accepted_values: dict[str, Sequence[Any]] | None = None,
+        absent_columns: Sequence[str] = (),
         row_filter: str | None = None,
         iceberg_conn_id: str = IcebergHook.default_conn_name,
         write_audit_publish: bool = False,
@@ -69,6 +71,7 @@ class IcebergTableCheckOperator(LineageMixin, BaseOperator):
         self.not_null = list(not_null)
         self.unique = [list(group) for group in unique]
         self.accepted_values = dict(accepted_values or {})
+        self.absent_columns = list(absent_columns)
         self.row_filter = row_filter
         self.iceberg_conn_id = iceberg_conn_id
         self.write_audit_publish = write_audit_publish
@@ -132,12 +135,12 @@ class IcebergTableCheckOperator(LineageMixin, BaseOperator):
     def _check(self, name: str, data: Any) -> list[str]:
         import duckdb
 
-        problems: list[str] = []
+        problems: list[str] = _present(name, data.column_names, self.absent_columns)
         columns = set(data.column_names)
         wanted = set(self.not_null) | {c for g in self.unique for c in g} | set(self.accepted_values)
         missing = sorted(wanted - columns)
         if missing:
-            return [f"{name}: checked columns {missing} do not exist (columns: {sorted(columns)})"]
+            return [*problems, f"{name}: checked columns {missing} do not exist (columns: {sorted(columns)})"]
         rows = data.num_rows
         if rows < self.min_rows:
             problems.append(f"{name}: {rows} rows, expected at least {self.min_rows}")
@@ -176,3 +179,9 @@ class IcebergTableCheckOperator(LineageMixin, BaseOperator):
 def _scalar(con: Any, sql: str) -> int:
     row = con.execute(sql).fetchone()
     return int(row[0]) if row else 0
+
+
+def _present(name: str, columns: Sequence[str], absent: Sequence[str]) -> list[str]:
+    """One problem per column of ``absent`` that the table has (letter case ignored)."""
+    have = {column.lower(): column for column in columns}
+    return [f"{name}.{have[c.lower()]}: column exists (absent_columns)" for c in absent if c.lower() in have]

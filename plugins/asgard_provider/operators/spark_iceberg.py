@@ -49,6 +49,9 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
     :param quarantine_table: where rejected rows go; default ``<output_table>_quarantine``. Replaced in
         ``overwrite`` mode, appended to otherwise.
     :param sql_params: values for the SQL template (templated).
+    :param sql_secrets: secret parameters of the SQL by marker name (``:name``), each ``{"variable": NAME}`` or
+        ``{"connection": ID, "field": "password"}``; read from Airflow when the task runs, masked in logs and bound
+        by Spark, so the value is never part of the SQL text (not templated).
     :param write_audit_publish: write output and quarantine on the run's branch (``run_<run id>``) and leave
         main and the asset events to the checks task that audits and publishes them
         (:class:`~asgard_provider.operators.checks.IcebergTableCheckOperator`).
@@ -70,6 +73,7 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
         merge_keys: Sequence[str] = (),
         quarantine_table: str | None = None,
         sql_params: dict[str, Any] | None = None,
+        sql_secrets: Mapping[str, Mapping[str, str]] | None = None,
         iceberg_conn_id: str = IcebergHook.default_conn_name,
         spark_conn_id: str = SparkHook.default_conn_name,
         write_audit_publish: bool = False,
@@ -87,6 +91,7 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
         self.merge_keys = list(merge_keys)
         self.quarantine_table = quarantine_table
         self.sql_params = dict(sql_params or {})
+        self.sql_secrets = {name: dict(ref) for name, ref in (sql_secrets or {}).items()}
         self.iceberg_conn_id = iceberg_conn_id
         self.spark_conn_id = spark_conn_id
         self.write_audit_publish = write_audit_publish
@@ -123,7 +128,9 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
 
     # ------------------------------------------------------------------------------------------- execution
 
-    def transform_spec(self, branch: str | None = None, run_id: str | None = None) -> TransformSpec:
+    def transform_spec(
+        self, branch: str | None = None, run_id: str | None = None, sql_args: Mapping[str, str] | None = None
+    ) -> TransformSpec:
         """Describe this transform for the engine (the SQL as rendered), written on ``branch`` if given."""
         return TransformSpec(
             sql=self.sql,
@@ -135,6 +142,7 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
             quarantine_table=self.quarantine_table,
             branch=branch,
             snapshot_properties={RUN_PROPERTY: run_id} if branch and run_id else {},
+            sql_args=dict(sql_args or {}),
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -147,10 +155,34 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
         spark = SparkHook(self.spark_conn_id).get_session(iceberg.settings)
         self.log.info("Spark session ready in %.1fs (%s)", time.monotonic() - started, spark.sparkContext.master)
         branch = wap_branch(context) if self.write_audit_publish else None
+        spec = self.transform_spec(branch, context.get("run_id"), sql_secret_values(self.task_id, self.sql_secrets))
         with SparkProgress(spark, self.sql_source, self.log):
-            result = run_transform(spark, self.transform_spec(branch, context.get("run_id")), self.log)
+            result = run_transform(spark, spec, self.log)
         ui = spark.sparkContext.uiWebUrl
         return publish_transform(self, context, iceberg, result.as_dict(), self.mode, ui, branch)
+
+
+def sql_secret_values(task_id: str, refs: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """Read each secret parameter from its Airflow Variable or connection field and mask it in task logs."""
+    from airflow.sdk import BaseHook, Variable
+    from airflow.sdk.log import mask_secret
+
+    values: dict[str, str] = {}
+    for name, ref in refs.items():
+        try:
+            if "variable" in ref:
+                value = Variable.get(ref["variable"])
+            else:
+                value = getattr(BaseHook.get_connection(ref["connection"]), ref.get("field", "password"))
+        except Exception as exc:
+            where = f"Variable {ref['variable']!r}" if "variable" in ref else f"connection {ref['connection']!r}"
+            problem = f"secret parameter :{name} needs the Airflow {where} ({type(exc).__name__})"
+            raise TransformError(f"{task_id}: {problem}") from None
+        if not value:
+            raise TransformError(f"{task_id}: secret parameter :{name} is empty")
+        mask_secret(str(value))
+        values[name] = str(value)
+    return values
 
 
 def wap_branch(context: Any) -> str:

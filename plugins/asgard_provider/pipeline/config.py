@@ -127,12 +127,17 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+def _is_reference(value: Any) -> bool:
+    """Whether ``value`` names where a secret lives (``{variable: ...}``, ``{connection: ..., field: ...}``)."""
+    return isinstance(value, dict) and bool(value) and set(value) <= {"variable", "connection", "field"}
+
+
 def _find_secrets(node: Any, path: str = "") -> list[str]:
     problems = []
     if isinstance(node, dict):
         for key, value in node.items():
             where = f"{path}.{key}" if path else str(key)
-            if _SECRET_KEYS.search(str(key)) and value not in (None, ""):
+            if _SECRET_KEYS.search(str(key)) and value not in (None, "") and not _is_reference(value):
                 problems.append(
                     f"{where}: secrets must not be written in pipeline configs; put them in an Airflow "
                     "connection or variable and reference its id"

@@ -18,6 +18,9 @@ class TableChecks(StageModel):
     not_null: list[str] = []
     unique: list[list[str]] = Field(default=[], description="column groups that identify a row")
     accepted_values: dict[str, list[Any]] = {}
+    absent_columns: list[str] = Field(
+        default=[], description="columns that must not exist (personal data kept out of the table), any letter case"
+    )
     branch_retention_days: int = Field(
         default=7, ge=1, description="days a run's branch is kept after its checks failed (write-audit-publish)"
     )

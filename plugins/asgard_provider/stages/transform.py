@@ -36,6 +36,26 @@ class SparkOnKubernetes(StageModel):
     timeout_minutes: int = Field(default=120, gt=0)
 
 
+class SqlParameterSource(StageModel):
+    """Where a secret SQL parameter comes from: an Airflow Variable, or a field of an Airflow connection.
+
+    The SQL names it as a parameter marker (``:pseudonym_salt``); Spark binds the value, so it never appears in
+    the SQL text, the rendered template or the logs.
+    """
+
+    variable: str | None = Field(default=None, description="Airflow Variable holding the value")
+    connection: str | None = Field(default=None, description="Airflow connection holding the value")
+    field: Literal["password", "login", "host", "schema"] = Field(
+        default="password", description="which field of `connection` holds the value"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SqlParameterSource:
+        if (self.variable is None) == (self.connection is None):
+            raise ValueError("give exactly one of 'variable' or 'connection'")
+        return self
+
+
 class TransformStage(StageModel):
     """A Spark SQL file turning Bronze tables into a Silver table."""
 
@@ -46,6 +66,11 @@ class TransformStage(StageModel):
     partition_by: list[str] = []
     merge_keys: list[str] = []
     quarantine_table: TableName | None = None
+    parameters_from: dict[str, SqlParameterSource] = Field(
+        default={},
+        description="secret SQL parameters by name, used in the SQL as `:name` (e.g. a hashing salt), each read "
+        "from an Airflow Variable or connection when the task runs; runner local",
+    )
     checks: TableChecks | None = Field(default=None, description="checks on output_table after the transform")
     runner: Literal["local", "kubernetes"] = "local"
     kubernetes: SparkOnKubernetes | None = None
@@ -58,11 +83,21 @@ class TransformStage(StageModel):
             raise ValueError(f"{bad} are not plain column names (letters, digits, underscores; a letter first)")
         return keys
 
+    @field_validator("parameters_from")
+    @classmethod
+    def _parameter_names(cls, sources: dict[str, SqlParameterSource]) -> dict[str, SqlParameterSource]:
+        bad = [name for name in sources if not IDENTIFIER.fullmatch(name)]
+        if bad:
+            raise ValueError(f"{bad} are not parameter names (letters, digits, underscores; a letter first)")
+        return sources
+
     @model_validator(mode="after")
     def _merge_needs_keys(self) -> TransformStage:
         if self.mode == "merge" and not self.merge_keys:
             raise ValueError("mode 'merge' needs 'merge_keys' (the columns identifying a row)")
         needs_kubernetes(self)
+        if self.parameters_from and self.runner != "local":
+            raise ValueError("'parameters_from' is bound by the local Spark runner only, not by runner: kubernetes")
         return self
 
 
@@ -120,6 +155,8 @@ def _operator(stage: TransformStage) -> Any:
         "quarantine_table": stage.quarantine_table,
         "write_audit_publish": stage.checks is not None,
     }
+    if stage.parameters_from:
+        common["sql_secrets"] = {n: source.model_dump(exclude_none=True) for n, source in stage.parameters_from.items()}
     if stage.runner == "kubernetes" and stage.kubernetes is not None:
         from asgard_provider.operators.spark_kubernetes import SparkIcebergKubernetesOperator
 

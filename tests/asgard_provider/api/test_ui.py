@@ -66,3 +66,8 @@ def test_page_shows_drift_per_feature_and_the_prediction_distribution(page: str,
         assert row[1] == f"{features.loc[name, 'psi']:.4f}"
     histogram = _rows(page, "histogram")
     assert len(histogram) == 10 and sum(int(r[1]) for r in histogram) == ran_pipeline["inference"]["rows"]
+
+
+def test_page_shows_each_feature_views_entity_keys(page: str) -> None:
+    views = {row[0]: row for row in _rows(page, "feature-views")}
+    assert views["customer_churn_features"][1:3] == ["customer_id", "gold.customer_metrics"]

@@ -51,3 +51,12 @@ def test_row_filter_limits_the_checked_rows(asgard_home: Path) -> None:
     _op(accepted_values={"label": [0, 1]}, row_filter="day == '2025-11-11'").execute({})
     with pytest.raises(DataQualityError):
         _op(accepted_values={"label": [0, 1]}, row_filter="day == '2025-11-12'").execute({})
+
+
+def test_absent_columns_fail_when_the_table_has_them(asgard_home: Path) -> None:
+    _write([{"id": 1, "MRN": "A-1", "day": "2025-11-11"}])
+    with pytest.raises(DataQualityError) as info:
+        _op(absent_columns=["mrn", "ssn"]).execute({})
+    assert "gold.m.MRN: column exists (absent_columns)" in str(info.value)
+    assert "ssn" not in str(info.value)
+    assert _op(absent_columns=["ssn"]).execute({})["gold.m"]["total_records"] == 1

@@ -489,3 +489,40 @@ def test_merge_needs_keys() -> None:
 def test_template_fields() -> None:
     assert {"sql", "output_table", "sql_params"} <= set(SparkIcebergTransformOperator.template_fields)
     assert tuple(SparkIcebergTransformOperator.template_ext) == (".sql",)
+
+
+def test_secret_parameter_is_bound_by_spark_never_pasted_into_the_sql(
+    bronze: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    monkeypatch.setenv("AIRFLOW_VAR_TEST_SALT", "s3cr3t-salt")
+    op = SparkIcebergTransformOperator(
+        task_id="pseudonymise",
+        sql="SELECT customer_id, sha2(concat(:salt, ':', CAST(customer_id AS STRING)), 256) AS k "
+        "FROM iceberg.bronze.customers",
+        output_table="scratch.pseudonyms",
+        sql_secrets={"salt": {"variable": "test_salt"}},
+    )
+    op.render_template_fields({})  # type: ignore[arg-type]
+    assert "s3cr3t" not in op.sql
+    op.execute({})  # type: ignore[arg-type]
+    rows = _rows("scratch.pseudonyms", "customer_id")
+    assert rows[0]["k"] == hashlib.sha256(f"s3cr3t-salt:{rows[0]['customer_id']}".encode()).hexdigest()
+
+
+def test_secret_parameter_never_reaches_an_error(bronze: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_VAR_TEST_SALT", "s3cr3t-salt")
+    with pytest.raises(TransformError, match="DATATYPE_MISMATCH") as err:
+        _run(
+            sql="SELECT :salt + array(1) AS bad FROM iceberg.bronze.customers",
+            output_table="scratch.never_secret",
+            sql_secrets={"salt": {"variable": "test_salt"}},
+        )
+    assert "s3cr3t" not in str(err.value)
+    with pytest.raises(TransformError, match=r":salt needs the Airflow Variable 'no_such_salt'"):
+        _run(
+            sql="SELECT :salt AS s FROM iceberg.bronze.customers",
+            output_table="scratch.never_secret",
+            sql_secrets={"salt": {"variable": "no_such_salt"}},
+        )
