@@ -126,17 +126,9 @@ def export_table(catalog: Any, filesystem: Any, spec: ExportSpec, log: logging.L
     )
     reader = scan.to_arrow_batch_reader()
     destination = spec.destination()
-    folder = destination.removeprefix(S3_PREFIX)
-    token = uuid.uuid4().hex[:12]
-    staging = f"{folder}/{_STAGING}{token}"
     log.info("exporting %s (snapshot %s) to %s", spec.table, snapshot.snapshot_id, destination)
-    try:
-        written = _write_files(filesystem, staging, reader, spec, token)
-        manifest = _manifest(spec, snapshot.snapshot_id, reader.schema, written)
-        _put_in_place(filesystem, folder, staging, written, manifest)
-    finally:
-        _delete_dir(filesystem, staging)
-    _drop_previous(filesystem, folder, {f.name for f in written})
+    folder = destination.removeprefix(S3_PREFIX)
+    written = _write_set(filesystem, folder, reader, spec, snapshot.snapshot_id)
     prefix = S3_PREFIX if destination.startswith(S3_PREFIX) else ""
     return ExportResult(
         table=spec.table,
@@ -147,6 +139,19 @@ def export_table(catalog: Any, filesystem: Any, spec: ExportSpec, log: logging.L
         bytes=sum(f.bytes for f in written),
         fields=tuple((f.name, str(f.type)) for f in reader.schema),
     )
+
+
+def _write_set(filesystem: Any, folder: str, reader: Any, spec: ExportSpec, snapshot_id: int) -> list[_File]:
+    """Stage the files, put them and the manifest in place, then delete the previous set; return the files."""
+    token = uuid.uuid4().hex[:12]
+    staging = f"{folder}/{_STAGING}{token}"
+    try:
+        written = _write_files(filesystem, staging, reader, spec, token)
+        _put_in_place(filesystem, folder, staging, written, _manifest(spec, snapshot_id, reader.schema, written))
+    finally:
+        _delete_dir(filesystem, staging)
+    _drop_previous(filesystem, folder, {f.name for f in written})
+    return written
 
 
 def _fields(table: Any, spec: ExportSpec) -> tuple[str, ...]:
