@@ -57,8 +57,9 @@ def _expected_features(sales, snapshot: date):
 
 @pytest.mark.e2e
 @pytest.mark.spark
-def test_customer_value_pipeline_end_to_end(airflow_db: Path, sources: dict) -> None:
+def test_customer_value_pipeline_end_to_end(airflow_db: Path, sources: dict, asgard_home: Path) -> None:
     import pandas as pd
+    import pyarrow.parquet as pq
 
     from asgard_provider.hooks.iceberg import IcebergHook
     from asgard_provider.hooks.mlflow import MLflowHook
@@ -119,3 +120,20 @@ def test_customer_value_pipeline_end_to_end(airflow_db: Path, sources: dict) -> 
     scored = predictions.merge(latest[["customer_id", "spend_90d"]], on="customer_id")
     top = scored["high_value_probability"] >= scored["high_value_probability"].quantile(0.75)
     assert scored.loc[top, "spend_90d"].mean() > 2 * scored.loc[~top, "spend_90d"].mean()
+
+    # The export stage wrote the scored date's predictions as Parquet files, listed in _SUCCESS, for other tools.
+    folder = asgard_home / "exports" / "customer_value_predictions" / f"as_of_date={AS_OF}"
+    manifest = json.loads((folder / "_SUCCESS").read_text())
+    current = hook.load_table("gold.customer_value_predictions").current_snapshot().snapshot_id
+    assert (manifest["snapshot_id"], manifest["rows"]) == (current, len(predictions))
+    exported = pq.ParquetDataset(folder).read().to_pandas()
+    assert list(exported.columns) == [
+        "customer_id",
+        "high_value_probability",
+        "risk_level",
+        "model_version",
+        "as_of_date",
+    ]
+    both = exported.merge(predictions, on="customer_id", suffixes=("", "_table"))
+    assert len(both) == len(exported) == len(predictions)
+    assert (both["high_value_probability"] == both["high_value_probability_table"]).all()

@@ -60,6 +60,7 @@ def get_provider_info() -> dict[str, Any]:
                     "asgard_provider.operators.feast",
                     "asgard_provider.operators.mlflow",
                     "asgard_provider.operators.inference",
+                    "asgard_provider.operators.export",
                 ],
             }
         ],

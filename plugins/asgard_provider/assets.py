@@ -15,9 +15,10 @@ from asgard_provider.catalog import CATALOG_NAME, split_table_name
 #: Asset group shown in the Airflow UI for every Iceberg table.
 ASSET_GROUP = "iceberg"
 
-#: Asset groups of feature views and registered models.
+#: Asset groups of feature views, registered models and exported file sets.
 FEATURES_GROUP = "feast"
 MODELS_GROUP = "mlflow"
+EXPORTS_GROUP = "exports"
 
 
 def table_asset(name: str) -> Asset:
@@ -36,12 +37,21 @@ def model_asset(name: str) -> Asset:
     return Asset(name=f"model:{name}", uri=f"mlflow://registered-model/{name}", group=MODELS_GROUP)
 
 
+def files_asset(name: str, uri: str) -> Asset:
+    """Return the Asset of a file set exported for consumers outside the catalog (URI ``s3://...``, ``file://...``)."""
+    return Asset(name=name, uri=uri, group=EXPORTS_GROUP)
+
+
 def publish(context: Context, table: str, **extra: Any) -> None:
     """Attach ``extra`` (snapshot id, row counts, ...) to the asset event the running task emits for ``table``.
 
     Only tables among the task's ``outlets`` produce events; for others this is a no-op.
     """
-    asset = table_asset(table)
+    publish_asset(context, table_asset(table), **extra)
+
+
+def publish_asset(context: Context, asset: Asset, **extra: Any) -> None:
+    """Attach ``extra`` to the event the running task emits for ``asset``; a no-op unless it is an outlet."""
     task = context.get("task")
     outlets = getattr(task, "outlets", None) or []
     if asset not in outlets:

@@ -29,7 +29,8 @@ values, and files that are not UTF-8. `schedule` is a 5-field cron (minute hour 
 
 Tables are written `namespace.table` (an `iceberg.` prefix is accepted). Stages run in this order, each
 only when present: {order}.
-More stages can follow under `stages:`, each written `{{<kind>: {{...}}}}`; a `train` stage uses the nearest
+More stages can follow under `stages:`, each written `{{<kind>: {{...}}}}`, and that is where the kinds without
+a key of their own go ({listed_only}); a `train` stage uses the nearest
 `features` stage before it, and `predict` the nearest `train` stage.
 
 Columns are checked before any run, against the Gold model that writes the table: a `features` stage's
@@ -151,7 +152,9 @@ def config_reference() -> str:
     from asgard_provider.pipeline.config import PipelineConfig
     from asgard_provider.stages import STAGE_KINDS
 
-    sections = [_HEADER.format(order=" → ".join(f"`{key}`" for key in STAGE_KINDS))]
+    shorthand = [key for key in STAGE_KINDS if key in PipelineConfig.model_fields]
+    listed_only = ", ".join(f"`{key}`" for key in STAGE_KINDS if key not in shorthand)
+    sections = [_HEADER.format(order=" → ".join(f"`{key}`" for key in shorthand), listed_only=listed_only)]
     models = _models(PipelineConfig)
     sections.append("## Contents\n\n" + "\n".join(f"- [{m.__name__}](#{m.__name__.lower()})" for m in models) + "\n")
     sections += [model_section(m) for m in models]

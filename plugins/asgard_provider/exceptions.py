@@ -60,3 +60,7 @@ class InferenceError(AsgardError):
 
 class PublishError(AsgardError):
     """A run's branch could not be published to main (main moved since the branch was made, or no branch)."""
+
+
+class ExportError(AsgardError):
+    """A table could not be exported as files (bad columns, an unwritable destination); no partial file set is left."""

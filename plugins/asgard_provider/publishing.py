@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asgard_provider.assets import publish
+from asgard_provider.assets import publish, publish_asset
 from asgard_provider.lineage import ICEBERG_NAMESPACE, LineageMixin
 from asgard_provider.links import push
 
@@ -30,11 +30,11 @@ def publish_outcome(
     *,
     read: Sequence[Dataset] = (),
     wrote: Sequence[Dataset] = (),
-    events: Mapping[str, Mapping[str, Any]] | None = None,
+    events: Mapping[Any, Mapping[str, Any]] | None = None,
     iceberg: Any = None,
     xcom: Mapping[str, Any] | None = None,
 ) -> None:
-    """Record ``read`` and ``wrote`` as lineage, emit ``events`` (table -> asset-event extra), push ``xcom`` values.
+    """Record ``read`` and ``wrote`` as lineage, emit ``events`` (table or Asset -> event extra), push ``xcom`` values.
 
     An event reaches Airflow only for a table among the task's outlets (see :func:`asgard_provider.assets.publish`).
     ``op`` is the operator collecting lineage (``None``: the task reports none). ``iceberg`` (an
@@ -42,8 +42,11 @@ def publish_outcome(
     """
     if op is not None:
         _record_lineage(op, read, wrote, iceberg)
-    for table, extra in (events or {}).items():
-        publish(context, table, **extra)
+    for target, extra in (events or {}).items():
+        if isinstance(target, str):
+            publish(context, target, **extra)
+        else:
+            publish_asset(context, target, **extra)
     for key, value in (xcom or {}).items():
         push(context, key, value)
 

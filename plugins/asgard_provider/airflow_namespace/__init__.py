@@ -19,6 +19,7 @@ BUILD_MODULES = (
     "asgard_provider.assets",
     "asgard_provider.dbt.cosmos",
     "asgard_provider.operators.checks",
+    "asgard_provider.operators.export",
     "asgard_provider.operators.feast",
     "asgard_provider.operators.inference",
     "asgard_provider.operators.ingest",

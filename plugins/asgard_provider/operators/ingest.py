@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 from airflow.sdk import BaseOperator, Context
 
-from asgard_provider.assets import publish
 from asgard_provider.catalog import split_table_name
+from asgard_provider.engines import ingest
+from asgard_provider.engines.iceberg_tables import WriteResult
+from asgard_provider.engines.ingest import Load, Window
 from asgard_provider.exceptions import SourceError
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.rest_source import RestSourceHook
 from asgard_provider.hooks.sql_source import SqlSourceHook
 from asgard_provider.lineage import LineageMixin, sql_source_namespace
+from asgard_provider.publishing import Dataset, publish_outcome
 from asgard_provider.sources.common import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_STATEMENT_TIMEOUT_S
 from asgard_provider.values import expand_env
-
-
-def _snapshot_properties(context: Context, source: str) -> dict[str, str]:
-    return {
-        "asgard.source": source,
-        "airflow.dag_id": str(context["dag"].dag_id) if "dag" in context else "",
-        "airflow.run_id": str(context.get("run_id", "")),
-    }
 
 
 class SqlToIcebergOperator(LineageMixin, BaseOperator):
@@ -99,96 +91,63 @@ class SqlToIcebergOperator(LineageMixin, BaseOperator):
             self.source_conn_id, connect_timeout=self.connect_timeout, statement_timeout=self.statement_timeout
         )
         iceberg = IcebergHook(self.iceberg_conn_id)
-        props = _snapshot_properties(context, f"{self.source_conn_id}:{self.source_table}")
-        window = self._window()
-        overwrite_filter = None
-        if window is None:
-            batches = source.stream_table(
-                self.source_table,
-                columns=self.columns,
-                exclude_columns=self.exclude_columns,
-                batch_rows=self.batch_rows,
-            )
-        else:
-            lower, upper = window
-            cursor = str(self.cursor_column)
-            batches = source.stream_table(
-                self.source_table,
-                columns=self.columns,
-                exclude_columns=self.exclude_columns,
-                cursor_column=cursor,
-                lower=lower,
-                upper=upper,
-                batch_rows=self.batch_rows,
-            )
-            overwrite_filter = _slice_filter(iceberg, self.target_table, cursor, lower, upper)
-            props["asgard.interval"] = f"[{lower.isoformat()}, {upper.isoformat()})"
-            self.log.info("incremental read of %s: %s in [%s, %s)", self.source_table, cursor, lower, upper)
-            first = next(batches, None)
-            if first is None and not iceberg.table_exists(self.target_table):
-                self.log.info("no rows in this interval and %s does not exist yet: nothing to do", self.target_table)
-                return {"table": ".".join(split_table_name(self.target_table)), "rows_written": 0, "snapshot_id": None}
-            batches = itertools.chain([first] if first is not None else [], batches)
-        result = iceberg.write(
-            self.target_table,
-            batches,
-            mode="overwrite",
-            overwrite_filter=overwrite_filter,
-            partition_by=self.partition_by,
-            snapshot_properties=props,
+        window = ingest.window(
+            self.cursor_column, self.interval_start, self.interval_end, self.full_refresh, self.source_table
         )
-        self.log.info(
-            "%s.%s -> %s: %s rows (snapshot %s)",
-            self.source_conn_id,
+        bounds: dict[str, Any] = {}
+        if window is not None:
+            bounds = {"cursor_column": self.cursor_column, "lower": window.lower, "upper": window.upper}
+            self.log.info("incremental read of %s: %s in %s", self.source_table, self.cursor_column, window.label())
+        batches = source.stream_table(
             self.source_table,
-            result["table"],
-            result["rows_written"],
-            result["snapshot_id"],
+            columns=self.columns,
+            exclude_columns=self.exclude_columns,
+            batch_rows=self.batch_rows,
+            **bounds,
         )
-        publish(context, result["table"], snapshot_id=result["snapshot_id"], rows_written=result["rows_written"])
+        spec = _load(self, context, f"{self.source_conn_id}:{self.source_table}", window)
+        result = ingest.load(iceberg.catalog, batches, spec, self.log)
         conn = source.get_connection(self.source_conn_id)
-        self.lineage_input(
-            f"{conn.schema}.{self.source_table}" if conn.schema else self.source_table,
-            namespace=sql_source_namespace(conn),
-        )
-        self.lineage_output(result["table"], table=iceberg.load_table(result["table"]), rows=result["rows_written"])
-        return result
-
-    def _window(self) -> tuple[datetime, datetime] | None:
-        """Return the interval to read, or None for a full refresh."""
-        return _window(self.cursor_column, self.interval_start, self.interval_end, self.full_refresh, self.source_table)
+        name = f"{conn.schema}.{self.source_table}" if conn.schema else self.source_table
+        read = Dataset(name, namespace=sql_source_namespace(conn))
+        return _publish(self, context, iceberg, result, read, f"{self.source_conn_id}.{self.source_table}")
 
 
-def _truthy(value: bool | str) -> bool:
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
+def _snapshot_properties(context: Context, source: str) -> dict[str, str]:
+    return {
+        "asgard.source": source,
+        "airflow.dag_id": str(context["dag"].dag_id) if "dag" in context else "",
+        "airflow.run_id": str(context.get("run_id", "")),
+    }
 
 
-def _utc_naive(value: str | datetime) -> datetime:
-    """Parse an ISO timestamp; aware values are converted to UTC; the result has no tzinfo."""
-    try:
-        parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).strip())
-    except ValueError as exc:
-        raise SourceError(f"interval bound {value!r} is not an ISO timestamp") from exc
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed
+def _load(op: Any, context: Context, source: str, window: Window | None = None) -> Load:
+    """Describe the operator's load for the engine: target, partition spec, snapshot properties, window."""
+    return Load(
+        target_table=op.target_table,
+        partition_by=op.partition_by,
+        snapshot_properties=_snapshot_properties(context, source),
+        cursor=getattr(op, "cursor_column", None) if window is not None else None,
+        window=window,
+    )
 
 
-def _slice_filter(iceberg: IcebergHook, table: str, cursor: str, lower: datetime, upper: datetime) -> str:
-    """Iceberg filter selecting the rows of ``table`` whose ``cursor`` lies in [lower, upper)."""
-    if not iceberg.table_exists(table):
-        return f"{cursor} IS NULL AND {cursor} IS NOT NULL"  # nothing to replace yet
-    field = iceberg.load_table(table).schema().find_field(cursor, case_sensitive=True)
-    kind = str(field.field_type)
-    if kind == "date":
-        lo, hi = lower.date().isoformat(), upper.date().isoformat()
-    elif kind.startswith("timestamp"):
-        lo, hi = lower.isoformat(), upper.isoformat()
-    else:  # text timestamps copied from SQLite
-        lo, hi = lower.isoformat(sep=" "), upper.isoformat(sep=" ")
-    return f"{cursor} >= '{lo}' AND {cursor} < '{hi}'"
+def _publish(
+    op: Any, context: Context, iceberg: IcebergHook, result: WriteResult, read: Dataset, shown: str
+) -> dict[str, Any]:
+    """Publish a committed load (asset event, lineage from ``read`` to the table); return the task's XCom."""
+    if result.snapshot_id is None:  # an empty interval of a table that does not exist yet: nothing committed
+        return result.as_dict()
+    op.log.info("%s -> %s: %s rows (snapshot %s)", shown, result.table, result.rows_written, result.snapshot_id)
+    publish_outcome(
+        op,
+        context,
+        read=[read],
+        wrote=[Dataset(result.table, rows=result.rows_written)],
+        events={result.table: {"snapshot_id": result.snapshot_id, "rows_written": result.rows_written}},
+        iceberg=iceberg,
+    )
+    return result.as_dict()
 
 
 class FileToIcebergOperator(LineageMixin, BaseOperator):
@@ -244,21 +203,10 @@ class FileToIcebergOperator(LineageMixin, BaseOperator):
             read_files(filesystem, files, self.file_format, self.block_bytes), f"source file {self.path}"
         )
         iceberg = IcebergHook(self.iceberg_conn_id)
-        result = iceberg.write(
-            self.target_table,
-            batches,
-            mode="overwrite",
-            partition_by=self.partition_by,
-            snapshot_properties=_snapshot_properties(context, self.path),
-        )
-        self.log.info(
-            "%s -> %s: %s rows (snapshot %s)", self.path, result["table"], result["rows_written"], result["snapshot_id"]
-        )
-        publish(context, result["table"], snapshot_id=result["snapshot_id"], rows_written=result["rows_written"])
+        result = ingest.load(iceberg.catalog, batches, _load(self, context, self.path), self.log)
         remote = self.path.startswith("s3://")
-        self.lineage_input(self.path if remote else path, namespace="s3" if remote else "file")
-        self.lineage_output(result["table"], table=iceberg.load_table(result["table"]), rows=result["rows_written"])
-        return result
+        read = Dataset(self.path if remote else path, namespace="s3" if remote else "file")
+        return _publish(self, context, iceberg, result, read, self.path)
 
     def _filesystem(self) -> tuple[Any, str]:
         """Return the filesystem and the path in it (``bucket/key`` on S3, an absolute local path)."""
@@ -347,7 +295,6 @@ class RestToIcebergOperator(LineageMixin, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Read every page into the target table and return rows written and snapshot id."""
-        from asgard_provider.hooks.rest_source import RestSourceHook
         from asgard_provider.sources.common import Columns
         from asgard_provider.sources.rest import Pagination, RestRequest
 
@@ -355,19 +302,14 @@ class RestToIcebergOperator(LineageMixin, BaseOperator):
         source = self._source = RestSourceHook(
             self.rest_conn_id, connect_timeout=self.connect_timeout, read_timeout=self.read_timeout
         )
-        iceberg = IcebergHook(self.iceberg_conn_id)
-        props = _snapshot_properties(context, f"{self.rest_conn_id}:{self.resource}")
-        window = _window(self.cursor_column, self.interval_start, self.interval_end, self.full_refresh, self.resource)
+        window = ingest.window(
+            self.cursor_column, self.interval_start, self.interval_end, self.full_refresh, self.resource
+        )
         params = dict(self.params)
-        overwrite_filter = None
-        if window is not None:
-            cursor = str(self.cursor_column)
-            if self.since_param:
-                params[self.since_param] = window[0].isoformat() + "Z"
-            if self.until_param:
-                params[self.until_param] = window[1].isoformat() + "Z"
-            overwrite_filter = _slice_filter(iceberg, self.target_table, cursor, *window)
-            props["asgard.interval"] = f"[{window[0].isoformat()}, {window[1].isoformat()})"
+        if window is not None and self.since_param:
+            params[self.since_param] = window.lower.isoformat() + "Z"
+        if window is not None and self.until_param:
+            params[self.until_param] = window.upper.isoformat() + "Z"
         request = RestRequest(
             self.resource, params=params, record_path=self.record_path, pagination=Pagination(**self.pagination)
         )
@@ -376,61 +318,10 @@ class RestToIcebergOperator(LineageMixin, BaseOperator):
             columns=Columns.of(self.columns, self.exclude_columns),
             batch_rows=self.batch_rows,
             cursor=self.cursor_column if window else None,
-            window=window,
+            window=(window.lower, window.upper) if window else None,
         )
-        return _write_and_publish(
-            self, context, iceberg, batches, overwrite_filter, props, f"{source.endpoint.base_url}/{self.resource}"
-        )
-
-
-def _window(
-    cursor: str | None, start: str | None, end: str | None, full_refresh: bool | str, source: str
-) -> tuple[datetime, datetime] | None:
-    """Return the interval to read, or None for a full refresh."""
-    if not cursor or _truthy(full_refresh):
-        return None
-    if not start or not end:
-        raise SourceError(
-            f"incremental read of {source!r} by {cursor!r} needs interval_start and interval_end (the run's data "
-            "interval); trigger with full_refresh to reload everything"
-        )
-    lower, upper = _utc_naive(start), _utc_naive(end)
-    if not lower < upper:
-        raise SourceError(
-            f"empty data interval [{lower}, {upper}) for {source!r}: the DAG needs a schedule with data intervals "
-            "(cron), or trigger with full_refresh"
-        )
-    return lower, upper
-
-
-def _write_and_publish(
-    op: Any,
-    context: Context,
-    iceberg: IcebergHook,
-    batches: Iterator[pa.RecordBatch],
-    overwrite_filter: str | None,
-    props: dict[str, str],
-    lineage_name: str,
-) -> dict[str, Any]:
-    """Write ``batches`` in one commit (a no-op for an empty interval of a missing table) and publish it."""
-    if overwrite_filter is not None:
-        first = next(batches, None)
-        if first is None and not iceberg.table_exists(op.target_table):
-            op.log.info("no rows in this interval and %s does not exist yet: nothing to do", op.target_table)
-            return {"table": ".".join(split_table_name(op.target_table)), "rows_written": 0, "snapshot_id": None}
-        batches = itertools.chain([first] if first is not None else [], batches)
-    result = iceberg.write(
-        op.target_table,
-        batches,
-        mode="overwrite",
-        overwrite_filter=overwrite_filter,
-        partition_by=op.partition_by,
-        snapshot_properties=props,
-    )
-    op.log.info(
-        "%s -> %s: %s rows (snapshot %s)", lineage_name, result["table"], result["rows_written"], result["snapshot_id"]
-    )
-    publish(context, result["table"], snapshot_id=result["snapshot_id"], rows_written=result["rows_written"])
-    op.lineage_input(lineage_name, namespace="http")
-    op.lineage_output(result["table"], table=iceberg.load_table(result["table"]), rows=result["rows_written"])
-    return result
+        iceberg = IcebergHook(self.iceberg_conn_id)
+        spec = _load(self, context, f"{self.rest_conn_id}:{self.resource}", window)
+        result = ingest.load(iceberg.catalog, batches, spec, self.log)
+        shown = f"{source.endpoint.base_url}/{self.resource}"
+        return _publish(self, context, iceberg, result, Dataset(shown, namespace="http"), shown)

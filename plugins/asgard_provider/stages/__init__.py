@@ -10,12 +10,13 @@ from typing import Any
 
 from pydantic import Field, create_model, model_validator
 
-from asgard_provider.stages import dbt, features, ingest, predict, train, transform
+from asgard_provider.stages import dbt, export, features, ingest, predict, train, transform
 from asgard_provider.stages.base import StageKind, StageModel
 
 #: Every stage kind by its config key; the shorthand keys (``ingest:``, ``dbt:``...) run in this order.
 STAGE_KINDS: dict[str, StageKind] = {
-    kind.key: kind for kind in (ingest.KIND, transform.KIND, dbt.KIND, features.KIND, train.KIND, predict.KIND)
+    kind.key: kind
+    for kind in (ingest.KIND, transform.KIND, dbt.KIND, features.KIND, train.KIND, predict.KIND, export.KIND)
 }
 
 

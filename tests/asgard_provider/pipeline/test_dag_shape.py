@@ -1,7 +1,8 @@
 """The DAGs of the shipped pipelines keep their tasks, edges and outlets (recorded before the stage refactor).
 
-One deliberate change since (issue 15, write-audit-publish): a transform with checks writes on the run's branch,
-so its output and quarantine tables are outlets of the checks task that publishes them, not of the transform.
+Deliberate changes since: a transform with checks writes on the run's branch, so its output and quarantine tables
+are outlets of the checks task that publishes them, not of the transform (issue 15, write-audit-publish); and
+customer_value exports its predictions as files after scoring (issue 12, the export stage kind).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ CHURN: dict[str, Any] = {
 
 VALUE: dict[str, Any] = {
     "edges": [
+        ("batch_inference", "export_value_predictions"),
         ("check_clean_retail_sales", "gold.customer_value_features_model_build"),
         ("check_gold", "register_features"),
         ("clean_retail_sales", "check_clean_retail_sales"),
@@ -60,6 +62,7 @@ VALUE: dict[str, Any] = {
     ],
     "outlets": {
         "batch_inference": ["gold.customer_value_predictions"],
+        "export_value_predictions": ["files:${ASGARD_HOME}/exports/customer_value_predictions"],
         "register_features": ["feature_view:customer_value_features"],
         "train_model": ["model:customer_value_classifier"],
         "check_clean_retail_sales": ["silver.retail_sales", "silver.retail_sales_quarantine"],

@@ -20,13 +20,13 @@ INCLUDE = REPO / "include"
 
 
 def _as_list(config: dict[str, Any]) -> dict[str, Any]:
-    """The same pipeline with every stage under ``stages:``."""
-    header = {k: v for k, v in config.items() if k not in STAGE_KINDS}
+    """The same pipeline with every stage under ``stages:`` (the shorthand keys' stages before those listed)."""
+    header = {k: v for k, v in config.items() if k not in STAGE_KINDS and k != "stages"}
     stages = []
     for key in STAGE_KINDS:
         value = config.get(key)
         stages += [{key: s} for s in value] if isinstance(value, list) else [{key: value}] if value else []
-    return {**header, "stages": stages}
+    return {**header, "stages": stages + config.get("stages", [])}
 
 
 def _write(tmp_path: Path, config: dict[str, Any]) -> Path:
@@ -58,7 +58,7 @@ def _problems(tmp_path: Path, config: dict[str, Any]) -> list[str]:
 def test_a_list_entry_holds_exactly_one_stage_kind(tmp_path: Path) -> None:
     ingest = {"name": "a", "source": {"connection": "c", "table": "t"}, "target": "bronze.t"}
     problems = _problems(tmp_path, {"pipeline": "p", "stages": [{"ingest": ingest, "dbt": {"project": "x"}}]})
-    kinds = "ingest, transform, dbt, features, train, predict"
+    kinds = "ingest, transform, dbt, features, train, predict, export"
     assert problems == [f"stages[0]: give exactly one stage kind ({kinds}), got 2"]
 
 
@@ -106,3 +106,26 @@ def test_scoring_options_read_the_stages_list_like_the_shorthand(tmp_path: Path)
     expected = pipeline_options("customer_churn", INCLUDE)
     assert pipeline_options("listed", bundle) == expected
     assert expected["feature_refs"] and expected["thresholds"] == {"high": 0.7, "medium": 0.4}
+
+
+def test_an_export_waits_for_the_writer_of_its_table_and_owns_its_folder(tmp_path: Path) -> None:
+    config = yaml.safe_load((INCLUDE / "pipelines" / "customer_value.yaml").read_text())
+    gold = {"name": "share_features", "table": "gold.customer_value_features", "to": "s3://share/features/"}
+    config["stages"].append({"export": {**gold, "connection": "share_s3", "columns": ["customer_id", "spend_90d"]}})
+    path = _write(tmp_path, config)
+    shape = _shape(path)
+    assert [edge for edge in shape["edges"] if "share_features" in edge] == [("check_gold", "share_features")]
+    assert shape["outlets"]["share_features"] == ["files:s3://share/features"]
+    described = PipelineGraph(load_pipeline_config(path, base_dir=INCLUDE), INCLUDE).describe()[-1]
+    assert described == {
+        "stage": "export",
+        "name": "share_features",
+        "tasks": ["share_features"],
+        "reads": ["gold.customer_value_features"],
+        "writes": ["files:s3://share/features"],
+    }
+
+    config["stages"].append({"export": {**gold, "name": "share_again", "format": "csv"}})
+    assert _problems(tmp_path, config) == [
+        "stages[2].export.to: files:s3://share/features is also written by stages[1].export"
+    ]
