@@ -303,3 +303,45 @@ def rollback(table: Any, name: str, snapshot_id: int, by: str = "") -> Published
         ManageSnapshots(txn).set_current_snapshot(snapshot_id=snapshot_id)
         txn.commit_transaction()
     return Published(name, snapshot_id, previous)
+
+
+def resolve_ref(table: Any, name: str, ref: str | int) -> int:
+    """Return the snapshot id ``ref`` names in table ``name``: a snapshot id, a tag or a branch.
+
+    Raises :class:`CatalogError` naming the table's tags and branches when it names none of them.
+    """
+    text = str(ref).strip()
+    refs = table.refs()
+    if text in refs:
+        return int(refs[text].snapshot_id)
+    if text.lstrip("-").isdigit() and table.snapshot_by_id(int(text)) is not None:
+        return int(text)
+    known = ", ".join(f"{r.snapshot_ref_type.value}:{n}" for n, r in sorted(refs.items())) or "none"
+    raise CatalogError(
+        f"table {name} has no snapshot, tag or branch {text!r} (refs: {known}; snapshot ids: tables history)"
+    )
+
+
+def tag(table: Any, name: str, tag_name: str, snapshot_id: int | None = None, retain_days: int | None = None) -> int:
+    """Tag ``snapshot_id`` of ``name`` (default: main's current one) as ``tag_name``; return the tagged snapshot.
+
+    A tag keeps its snapshot from expiring (``retain_days``: for that long; default: for ever). An existing tag
+    of that name is moved; a branch of that name is refused.
+    """
+    if not _TAG_NAME.fullmatch(tag_name):
+        raise CatalogError(f"tag name {tag_name!r} of {name}: use letters, digits, '.', '_' and '-'")
+    refs = table.refs()
+    if tag_name in refs and refs[tag_name].snapshot_ref_type.value != "tag":
+        raise CatalogError(f"table {name} already has a branch {tag_name!r}: pick another tag name")
+    if snapshot_id is None:
+        current = table.current_snapshot()
+        if current is None:
+            raise CatalogError(f"table {name} has no snapshot to tag (no data written yet)")
+        snapshot_id = int(current.snapshot_id)
+    target = resolve_ref(table, name, snapshot_id)
+    with table.manage_snapshots() as manage:
+        manage.create_tag(target, tag_name, max_ref_age_ms=retention_ms(retain_days) if retain_days else None)
+    return target
+
+
+_TAG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
