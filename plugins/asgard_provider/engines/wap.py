@@ -160,6 +160,11 @@ def _replayable(table: Any, name: str, branch: str, target: int, main: int) -> _
             fork = snapshot_id
             break
         commits.append(table.snapshot_by_id(snapshot_id))
+    if fork is None:
+        raise PublishError(
+            f"cannot publish branch {branch} of {name}: it shares no snapshot with main (the table was replaced "
+            f"since the run branched); nothing moved and the branch is kept: clear the task that wrote {name}"
+        )
     filters: list[str] = []
     properties: dict[str, str] = {REPLAYED_PROPERTY: str(target)}
     for snap in reversed(commits):
@@ -178,12 +183,12 @@ def _replayable(table: Any, name: str, branch: str, target: int, main: int) -> _
             filters.append(replaced)
         if RUN_PROPERTY in props:
             properties[RUN_PROPERTY] = props[RUN_PROPERTY]
-    before = _data_files(table, fork)
-    added = [f for path, f in _data_files(table, target).items() if path not in before]
+    before = _data_files(table, name, fork)
+    added = [f for path, f in _data_files(table, name, target).items() if path not in before]
     return _Replay(filters, added, properties)
 
 
-def _data_files(table: Any, snapshot_id: int | None) -> dict[str, Any]:
+def _data_files(table: Any, name: str, snapshot_id: int | None) -> dict[str, Any]:
     """Live data files of a snapshot by path; raise :class:`PublishError` on delete files (not replayable)."""
     from pyiceberg.manifest import ManifestContent
 
@@ -192,7 +197,10 @@ def _data_files(table: Any, snapshot_id: int | None) -> dict[str, Any]:
     files: dict[str, Any] = {}
     for manifest in table.snapshot_by_id(snapshot_id).manifests(table.io):
         if manifest.content != ManifestContent.DATA:
-            raise PublishError(f"snapshot {snapshot_id} has delete files: a replay re-applies only data files")
+            raise PublishError(
+                f"cannot replay snapshot {snapshot_id} of {name}: it has delete files (a replay re-applies data "
+                f"files only); nothing moved: clear the task that wrote {name}"
+            )
         for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
             files[entry.data_file.file_path] = entry.data_file
     return files
