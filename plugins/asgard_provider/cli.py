@@ -258,8 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     tables.add_argument("--json", action="store_true", help="machine-readable output")
     tables.set_defaults(func=_tables)
     from asgard_provider.table_commands import add_commands as add_table_commands
+    from asgard_provider.table_commands import add_query_command
 
-    add_table_commands(tables)  # tables history / rollback (time travel, docs/reliability.md)
+    add_table_commands(tables)  # tables history / rollback / tag (time travel, docs/architecture.md)
+    add_query_command(sub)  # query SQL --as-of REF
 
     from asgard_provider.serving import add_commands
 

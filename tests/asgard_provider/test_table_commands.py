@@ -81,3 +81,39 @@ def test_tables_without_an_action_still_lists_tables(
 ) -> None:
     assert main(["tables", "--json"]) == 0
     assert [r["table"] for r in json.loads(capsys.readouterr().out)] == ["silver.t"]
+
+
+def test_a_tag_pins_a_snapshot_that_queries_read_as_of(
+    two_versions: tuple[int, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    good, bad = two_versions
+    IcebergHook().write("silver.u", [pa.table({"id": [7]})])
+    assert main(["tables", "tag", "silver.t", "release-1", "--snapshot", str(good)]) == 0
+    assert f"tag release-1 -> snapshot {good}" in capsys.readouterr().out
+    assert IcebergHook().load_table("silver.t").refs()["release-1"].snapshot_id == good
+    assert _ids("silver.t") == [66]  # main did not move
+
+    sql = "SELECT id FROM silver.t ORDER BY id"
+    for as_of, ids in ((["release-1"], [1, 2]), ([str(bad)], [66]), (["silver.t=release-1"], [1, 2]), (None, [66])):
+        assert main(["query", sql, "--json", *(a for ref in as_of or [] for a in ("--as-of", ref))]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert [r[0] for r in result["rows"]] == ids
+    assert result["snapshots"] == {}  # no --as-of: main
+
+    # A join: one table as of its tag, the other on main.
+    join = "SELECT t.id, u.id FROM silver.t t CROSS JOIN silver.u u ORDER BY 1"
+    assert main(["query", join, "--as-of", "silver.t=release-1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == [[1, 7], [2, 7]]
+    assert main(["query", join, "--as-of", "release-1"]) == 1  # silver.u has no such tag
+    assert "table silver.u has no snapshot, tag or branch 'release-1'" in capsys.readouterr().err
+
+
+def test_query_refuses_duckdb_time_travel_and_unknown_refs(
+    two_versions: tuple[int, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["query", "SELECT * FROM silver.t AT (VERSION => 1)"]) == 1
+    assert "AT (VERSION => ...) is not supported" in capsys.readouterr().err
+    assert main(["query", "SELECT * FROM silver.t", "--as-of", "silver.other=x"]) == 1
+    assert "as_of names silver.other, which the query does not read" in capsys.readouterr().err
+    assert main(["tables", "tag", "silver.t", "main"]) == 1
+    assert "already has a branch 'main'" in capsys.readouterr().err

@@ -3,6 +3,10 @@
 The statement is parsed by DuckDB itself and must be a single ``SELECT``. The tables it names are scanned
 through pyiceberg and registered as Arrow tables; then file system, network and extension access are switched
 off and the configuration is locked before the query runs. A timer interrupts it after ``timeout_seconds``.
+
+Time travel: ``as_of`` reads tables as of a snapshot id, tag or branch (``{"gold.t": "release-1"}``, or one
+ref for every table read). DuckDB's own ``AT (VERSION => ...)`` clause is refused: the registered tables are
+plain in-memory tables.
 """
 
 from __future__ import annotations
@@ -10,8 +14,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from asgard_provider.catalog import CATALOG_NAME
@@ -31,6 +35,8 @@ class QueryResult:
     truncated: bool
     tables: list[str]
     elapsed_ms: float
+    #: Snapshot read per table when the query traveled in time (``as_of``).
+    snapshots: dict[str, int] = field(default_factory=dict)
 
 
 def check_select(sql: str) -> None:
@@ -67,6 +73,8 @@ def referenced_tables(sql: str, known: set[str]) -> list[str]:
         if "Only SELECT" in message:  # a statement DuckDB rewrites into a SELECT, e.g. PRAGMA
             raise QueryError(f"only SELECT is allowed, got {sql.split(maxsplit=1)[0].upper()}")
         raise QueryError(f"cannot parse the query: {message}")
+    if any(_values_of(tree, "at_clause")):
+        raise QueryError("AT (VERSION => ...) is not supported: read a snapshot, tag or branch with as_of instead")
     ctes = set(_values(tree, "cte_map"))
     tables = set()
     for catalog, namespace, name in _base_tables(tree):
@@ -114,12 +122,18 @@ def catalog_tables(catalog: Any) -> set[str]:
     return names
 
 
-def run_query(catalog: Any, sql: str, *, limit: int, timeout_seconds: float) -> QueryResult:
-    """Run one ``SELECT`` over the catalog's tables; at most ``limit`` rows, interrupted after the timeout."""
+def run_query(
+    catalog: Any, sql: str, *, limit: int, timeout_seconds: float, as_of: str | Mapping[str, str] | None = None
+) -> QueryResult:
+    """Run one ``SELECT`` over the catalog's tables; at most ``limit`` rows, interrupted after the timeout.
+
+    ``as_of``: a snapshot id, tag or branch for every table read, or one per table (others read main).
+    """
     check_select(sql)
     tables = referenced_tables(sql, catalog_tables(catalog))
+    snapshots = _as_of_snapshots(catalog, tables, as_of)
     started = time.perf_counter()
-    con = _locked_connection(catalog, tables)
+    con = _locked_connection(catalog, tables, snapshots)
     timer = threading.Timer(timeout_seconds, con.interrupt)
     timer.start()
     try:
@@ -134,10 +148,38 @@ def run_query(catalog: Any, sql: str, *, limit: int, timeout_seconds: float) -> 
         timer.cancel()
         con.close()
     elapsed = (time.perf_counter() - started) * 1000
-    return QueryResult(columns, rows[:limit], len(rows) > limit, tables, round(elapsed, 3))
+    return QueryResult(columns, rows[:limit], len(rows) > limit, tables, round(elapsed, 3), snapshots)
 
 
-def _locked_connection(catalog: Any, tables: list[str]) -> Any:
+def _values_of(node: Any, key: str) -> Iterator[Any]:
+    """Non-null values under ``key`` anywhere in the tree."""
+    if isinstance(node, dict):
+        if node.get(key) is not None:
+            yield node[key]
+        for value in node.values():
+            yield from _values_of(value, key)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _values_of(value, key)
+
+
+def _as_of_snapshots(catalog: Any, tables: list[str], as_of: str | Mapping[str, str] | None) -> dict[str, int]:
+    """Snapshot id per table that ``as_of`` names; refuses a per-table ref for a table the query does not read."""
+    from asgard_provider.engines.wap import resolve_ref
+
+    if as_of is None:
+        return {}
+    refs = dict.fromkeys(tables, as_of) if isinstance(as_of, str) else dict(as_of)
+    unread = sorted(set(refs) - set(tables))
+    if unread:
+        raise QueryError(f"as_of names {', '.join(unread)}, which the query does not read ({', '.join(tables)})")
+    try:
+        return {t: resolve_ref(catalog.load_table(tuple(t.split("."))), t, ref) for t, ref in refs.items()}
+    except AsgardError as exc:
+        raise QueryError(str(exc)) from None
+
+
+def _locked_connection(catalog: Any, tables: list[str], snapshots: Mapping[str, int] | None = None) -> Any:
     """In-memory DuckDB database ``iceberg`` holding ``tables``, with external access off and settings locked."""
     import duckdb
 
@@ -146,7 +188,8 @@ def _locked_connection(catalog: Any, tables: list[str]) -> Any:
     con.execute(f"USE {CATALOG_NAME}")
     for table in tables:
         namespace, name = table.split(".")
-        con.register("_scan", catalog.load_table((namespace, name)).scan().to_arrow())
+        scan = catalog.load_table((namespace, name)).scan(snapshot_id=(snapshots or {}).get(table))
+        con.register("_scan", scan.to_arrow())
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{namespace}"')
         # Names come from the catalog's own table list (referenced_tables), never from the query text.
         con.execute(f'CREATE TABLE "{namespace}"."{name}" AS SELECT * FROM _scan')  # noqa: S608

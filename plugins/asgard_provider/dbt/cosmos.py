@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from asgard_provider.engines import wap
 from asgard_provider.exceptions import TransformError
 from asgard_provider.settings import asgard_home
 
@@ -53,6 +54,21 @@ def _dbt_env(target: str) -> dict[str, str]:
         "ASGARD_DBT_TARGET": target,
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
+
+
+#: Environment of a dbt task under write-audit-publish: the Airflow run id (names the branch), the Iceberg tables
+#: whose store step commits on that branch (comma-separated), and the days an unpublished branch is kept.
+WAP_RUN_ENV = "ASGARD_WAP_RUN_ID"
+WAP_TABLES_ENV = "ASGARD_WAP_TABLES"
+WAP_RETENTION_ENV = "ASGARD_WAP_RETENTION_DAYS"
+
+
+def wap_env(tables: list[str], retention_days: int | None = None) -> dict[str, str]:
+    """Task environment making the plugin store ``tables`` on the run's branch (``run_id`` rendered per task)."""
+    if not tables:
+        return {}
+    days = retention_days or wap.BRANCH_RETENTION_DAYS
+    return {WAP_RUN_ENV: "{{ run_id }}", WAP_TABLES_ENV: ",".join(tables), WAP_RETENTION_ENV: str(days)}
 
 
 #: Environment variable naming the folder of built manifests (default ``$ASGARD_HOME/dbt/manifests``).
@@ -196,13 +212,16 @@ def build_dbt_task_group(
     target: str = "duckdb",
     operator_args: dict[str, Any] | None = None,
     trino_conn_id: str | None = None,
+    branch_tables: list[str] | None = None,
+    branch_retention_days: int | None = None,
 ) -> Any:
     """Build a Cosmos ``DbtTaskGroup`` for ``project_dir`` inside the current ``with DAG`` block.
 
     ``dbt_vars`` values may be Jinja templates (e.g. ``{{ data_interval_end | ds }}``): they are rendered per
     task instance, so every run and backfill builds its own snapshot. With ``trino_conn_id`` the ``trino`` target's
     profile is mapped from that Airflow Trino connection (see :func:`trino_profile_config`) instead of read from
-    ``profiles.yml``.
+    ``profiles.yml``. The Asgard plugin stores ``branch_tables`` on the run's branch (write-audit-publish, see
+    :func:`wap_env`); dbt-trino writes main directly.
     """
     os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
     from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
@@ -217,7 +236,7 @@ def build_dbt_task_group(
         "on_execute_callback": _reset_dbt_duckdb,
         "install_deps": False,
         "vars": dict(dbt_vars),
-        "env": _dbt_env(target),
+        "env": {**_dbt_env(target), **wap_env(list(branch_tables or []), branch_retention_days)},
         "append_env": True,
     }
     args.update(operator_args or {})

@@ -8,6 +8,11 @@ Declared in a profile as ``plugins: [{module: asgard_provider.dbt.duckdb_plugin,
   writes the model's Parquet file, :meth:`Plugin.store` commits it to the Iceberg table in one snapshot.
   ``iceberg_replace_column`` replaces only the partitions (values of that column) present in the output, so
   a rerun replaces what it rebuilt and never duplicates rows; without it the whole table is replaced.
+* Write-audit-publish: when the task's environment names the Airflow run (``ASGARD_WAP_RUN_ID``) and the table
+  is one of ``ASGARD_WAP_TABLES``, the commit goes to the run's branch, not main; the stage's checks publish it
+  after the model's dbt tests (which read the staged Parquet file) and the checks pass. The replaced slice is
+  recorded in the snapshot (:data:`~asgard_provider.engines.wap.REPLACE_PROPERTY`), so a run that another run
+  overtook can still publish by replaying it onto the new main.
 
 The catalog is the one behind the Airflow connection ``iceberg_conn_id`` (embedded catalog by default).
 """
@@ -26,6 +31,8 @@ import pyarrow.parquet as pq
 from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import SourceConfig, TargetConfig
 
+from asgard_provider.dbt.cosmos import WAP_RETENTION_ENV, WAP_RUN_ENV, WAP_TABLES_ENV
+from asgard_provider.engines import wap
 from asgard_provider.exceptions import TransformError
 
 _SCAN_KEYS = ("row_filter", "selected_fields", "snapshot_id", "limit")
@@ -98,24 +105,47 @@ class Plugin(BasePlugin):
         partition_by = _config_get(config, "iceberg_partition_by") or []
         if isinstance(partition_by, str):
             partition_by = [partition_by]
+        props = {"asgard.writer": "dbt", "asgard.dbt_model": model}
+        branch, run_id, retain_days = run_target(name)
+        if branch:
+            props[wap.RUN_PROPERTY] = run_id
+        if branch and overwrite_filter:
+            props[wap.REPLACE_PROPERTY] = overwrite_filter
         result = self.hook.write(
             name,
             [data],
             mode="overwrite",
             overwrite_filter=overwrite_filter,
             partition_by=list(partition_by),
-            snapshot_properties={"asgard.writer": "dbt", "asgard.dbt_model": model},
+            snapshot_properties=props,
+            branch=branch,
+            branch_retention_days=retain_days,
         )
         from dbt.adapters.events.logging import AdapterLogger
 
         AdapterLogger("asgard").info(
             f"committed {result['rows_written']} rows of {model} to Iceberg {result['table']} "
-            f"(snapshot {result['snapshot_id']}, replaced {overwrite_filter or 'whole table'})"
+            f"{'branch ' + branch if branch else 'main'} (snapshot {result['snapshot_id']}, replaced "
+            f"{overwrite_filter or 'whole table'})"
         )
 
     def default_materialization(self) -> str:
         """Register loaded sources as views over the Arrow data (no copy into DuckDB)."""
         return "view"
+
+
+def run_target(table: str) -> tuple[str | None, str, int]:
+    """Return the branch a store of ``table`` commits on (``None``: main), the run id and the branch retention."""
+    import os
+
+    from asgard_provider.catalog import split_table_name
+
+    run_id = os.environ.get(WAP_RUN_ENV, "")
+    tables = {".".join(split_table_name(t)) for t in os.environ.get(WAP_TABLES_ENV, "").split(",") if t.strip()}
+    days = int(os.environ.get(WAP_RETENTION_ENV) or wap.BRANCH_RETENTION_DAYS)
+    if not run_id or ".".join(split_table_name(table)) not in tables:
+        return None, run_id, days
+    return wap.run_branch(run_id), run_id, days
 
 
 def _prepare_scratch(root: Path, keep_seconds: float = SCRATCH_KEEP_SECONDS) -> None:

@@ -2,8 +2,10 @@
 
 A writer resets the run's branch of each table it writes to main's current snapshot (:func:`start_branch`)
 and commits on the branch; checks read the branch (:func:`branch_snapshot`); :func:`publish` then
-fast-forwards main of every table to its branch snapshot and drops the branch. A failed audit leaves main
-where it was and keeps the branch (with a retention) for inspection. Nothing here imports Airflow.
+fast-forwards main of every table to its branch snapshot and drops the branch. When another run published the
+table in between, the run's commits are replayed onto the new main if they only appended rows or replaced a
+recorded slice (:data:`REPLACE_PROPERTY`). A failed audit leaves main where it was and keeps the branch (with a
+retention) for inspection. Nothing here imports Airflow.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ BRANCH_PREFIX = "run_"
 BRANCH_RETENTION_DAYS = 7
 #: Snapshot summary property naming the Airflow run that wrote a snapshot.
 RUN_PROPERTY = "asgard.run-id"
+#: Snapshot summary property holding the Iceberg filter of the slice a commit replaced (a replay re-applies it).
+REPLACE_PROPERTY = "asgard.replace-filter"
+#: Snapshot summary property of a replayed commit: the branch snapshot it re-applied onto main.
+REPLAYED_PROPERTY = "asgard.replayed-from"
 _DAY_MS = 24 * 3600 * 1000
 _NON_WORD = re.compile(r"[^A-Za-z0-9_]")
 
@@ -83,36 +89,140 @@ class Published:
 
 
 def publish(catalog: Any, tables: Sequence[str], branch: str) -> list[Published]:
-    """Fast-forward main of every table to its ``branch`` snapshot, then drop the branch.
+    """Move main of every table to its ``branch`` snapshot, then drop the branch.
 
-    Every table is checked first (main must be an ancestor of the branch snapshot), so a table whose main moved
-    since the run branched fails the publish before any table moves. Each fast-forward is its own atomic commit
-    (the catalog has no multi-table transaction): they follow one another at once, in ``tables`` order. A table
-    without the branch (nothing written on it this run) is reported unchanged. Publishing again is a no-op.
+    Main is fast-forwarded when it is still an ancestor of the branch snapshot. When another run published the
+    table since this one branched, the branch's commits are replayed onto the new main in one commit
+    (:func:`_replay`): its slice replaces (:data:`REPLACE_PROPERTY`) run again, then its new data files are
+    appended. Every table is planned first, so a table that can be neither fast-forwarded nor replayed fails the
+    publish before any table moves. Each move is its own atomic commit (the catalog has no multi-table
+    transaction): they follow one another at once, in ``tables`` order. A table without the branch (nothing
+    written on it this run) is reported unchanged. Publishing again is a no-op.
     """
     plans = [_plan(load_table(catalog, name), name, branch) for name in tables]
-    done = []
-    for name, table, target, previous in plans:
-        if target is not None:
-            with table.manage_snapshots() as manage:
-                if target != previous:
-                    manage.set_current_snapshot(snapshot_id=target)
-                manage.remove_branch(branch)
-        done.append(Published(name, target if target is not None else previous, previous))
-    return done
+    return [_apply(plan, branch) for plan in plans]
 
 
-def _plan(table: Any, name: str, branch: str) -> tuple[str, Any, int | None, int | None]:
+@dataclass(frozen=True)
+class _Plan:
+    """How one table's main moves: to ``target`` (fast-forward) or by replaying ``replay`` onto ``previous``."""
+
+    name: str
+    table: Any
+    target: int | None
+    previous: int | None
+    replay: _Replay | None = None
+
+
+@dataclass(frozen=True)
+class _Replay:
+    """A branch's net change since it forked from main: slice filters to re-run, data files to append."""
+
+    filters: list[str]
+    added: list[Any]
+    properties: dict[str, str]
+
+
+def _plan(table: Any, name: str, branch: str) -> _Plan:
     current = table.current_snapshot()
     previous = current.snapshot_id if current is not None else None
     target = branch_snapshot(table, branch)
-    if target is not None and previous is not None and previous not in ancestors(table, target):
+    if target is None or previous is None or previous in ancestors(table, target):
+        return _Plan(name, table, target, previous)
+    return _Plan(name, table, target, previous, _replayable(table, name, branch, target, previous))
+
+
+def _apply(plan: _Plan, branch: str) -> Published:
+    if plan.target is None:
+        return Published(plan.name, plan.previous, plan.previous)
+    if plan.replay is not None:
+        moved_to = _replay(plan.table, plan.name, plan.previous, plan.replay)
+        with plan.table.refresh().manage_snapshots() as manage:
+            manage.remove_branch(branch)
+        return Published(plan.name, moved_to, plan.previous)
+    with plan.table.manage_snapshots() as manage:
+        if plan.target != plan.previous:
+            manage.set_current_snapshot(snapshot_id=plan.target)
+        manage.remove_branch(branch)
+    return Published(plan.name, plan.target, plan.previous)
+
+
+def _replayable(table: Any, name: str, branch: str, target: int, main: int) -> _Replay:
+    """Return the branch's net change since it forked, or raise :class:`PublishError` if it cannot be replayed.
+
+    Replayable commits append rows, or replace a slice whose filter they recorded; a whole-table overwrite or a
+    MERGE (no recorded filter) could drop what the other run published, so it is refused.
+    """
+    lineage = set(ancestors(table, main))
+    fork, commits = None, []
+    for snapshot_id in ancestors(table, target):
+        if snapshot_id in lineage:
+            fork = snapshot_id
+            break
+        commits.append(table.snapshot_by_id(snapshot_id))
+    if fork is None:
         raise PublishError(
-            f"cannot publish branch {branch} of {name}: main moved to snapshot {previous} since the run branched "
-            f"(another run published in between); nothing moved and the branch is kept: clear the task that wrote "
-            f"{name} (with its checks) to write again on top of the new main"
+            f"cannot publish branch {branch} of {name}: it shares no snapshot with main (the table was replaced "
+            f"since the run branched); nothing moved and the branch is kept: clear the task that wrote {name}"
         )
-    return name, table, target, previous
+    filters: list[str] = []
+    properties: dict[str, str] = {REPLAYED_PROPERTY: str(target)}
+    for snap in reversed(commits):
+        props = snap.summary.additional_properties if snap.summary else {}
+        replaced = props.get(REPLACE_PROPERTY)
+        operation = str(snap.summary.operation.value) if snap.summary else ""
+        if replaced is None and operation != "append":
+            raise PublishError(
+                f"cannot publish branch {branch} of {name}: main moved to snapshot {main} since the run branched "
+                f"(another run published in between), and the run's {operation} of snapshot {snap.snapshot_id} "
+                f"replaced no recorded slice, so replaying it could drop the other run's rows; nothing moved and the "
+                f"branch is kept: clear the task that wrote {name} (with its checks) to write again on top of the "
+                f"new main"
+            )
+        if replaced is not None and replaced not in filters:
+            filters.append(replaced)
+        if RUN_PROPERTY in props:
+            properties[RUN_PROPERTY] = props[RUN_PROPERTY]
+    before = _data_files(table, name, fork)
+    added = [f for path, f in _data_files(table, name, target).items() if path not in before]
+    return _Replay(filters, added, properties)
+
+
+def _data_files(table: Any, name: str, snapshot_id: int | None) -> dict[str, Any]:
+    """Live data files of a snapshot by path; raise :class:`PublishError` on delete files (not replayable)."""
+    from pyiceberg.manifest import ManifestContent
+
+    if snapshot_id is None:
+        return {}
+    files: dict[str, Any] = {}
+    for manifest in table.snapshot_by_id(snapshot_id).manifests(table.io):
+        if manifest.content != ManifestContent.DATA:
+            raise PublishError(
+                f"cannot replay snapshot {snapshot_id} of {name}: it has delete files (a replay re-applies data "
+                f"files only); nothing moved: clear the task that wrote {name}"
+            )
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+            files[entry.data_file.file_path] = entry.data_file
+    return files
+
+
+def _replay(table: Any, name: str, main: int | None, replay: _Replay) -> int:
+    """Commit the branch's change onto main in one transaction: re-run each slice replace, append its files."""
+    from pyiceberg.exceptions import CommitFailedException
+
+    txn = table.transaction()
+    for replaced in replay.filters:
+        txn.delete(replaced, snapshot_properties=replay.properties)
+    if replay.added:
+        with txn.update_snapshot(snapshot_properties=replay.properties).fast_append() as append:
+            for data_file in replay.added:
+                append.append_data_file(data_file)
+    try:
+        txn.commit_transaction()
+    except CommitFailedException as exc:
+        raise PublishError(f"{name}: main moved again while replaying onto snapshot {main}; retry: {exc}") from exc
+    current = table.refresh().current_snapshot()
+    return int(current.snapshot_id)
 
 
 def ancestors(table: Any, snapshot_id: int) -> list[int]:
@@ -201,3 +311,45 @@ def rollback(table: Any, name: str, snapshot_id: int, by: str = "") -> Published
         ManageSnapshots(txn).set_current_snapshot(snapshot_id=snapshot_id)
         txn.commit_transaction()
     return Published(name, snapshot_id, previous)
+
+
+def resolve_ref(table: Any, name: str, ref: str | int) -> int:
+    """Return the snapshot id ``ref`` names in table ``name``: a snapshot id, a tag or a branch.
+
+    Raises :class:`CatalogError` naming the table's tags and branches when it names none of them.
+    """
+    text = str(ref).strip()
+    refs = table.refs()
+    if text in refs:
+        return int(refs[text].snapshot_id)
+    if text.lstrip("-").isdigit() and table.snapshot_by_id(int(text)) is not None:
+        return int(text)
+    known = ", ".join(f"{r.snapshot_ref_type.value}:{n}" for n, r in sorted(refs.items())) or "none"
+    raise CatalogError(
+        f"table {name} has no snapshot, tag or branch {text!r} (refs: {known}; snapshot ids: tables history)"
+    )
+
+
+def tag(table: Any, name: str, tag_name: str, snapshot_id: int | None = None, retain_days: int | None = None) -> int:
+    """Tag ``snapshot_id`` of ``name`` (default: main's current one) as ``tag_name``; return the tagged snapshot.
+
+    A tag keeps its snapshot from expiring (``retain_days``: for that long; default: for ever). An existing tag
+    of that name is moved; a branch of that name is refused.
+    """
+    if not _TAG_NAME.fullmatch(tag_name):
+        raise CatalogError(f"tag name {tag_name!r} of {name}: use letters, digits, '.', '_' and '-'")
+    refs = table.refs()
+    if tag_name in refs and refs[tag_name].snapshot_ref_type.value != "tag":
+        raise CatalogError(f"table {name} already has a branch {tag_name!r}: pick another tag name")
+    if snapshot_id is None:
+        current = table.current_snapshot()
+        if current is None:
+            raise CatalogError(f"table {name} has no snapshot to tag (no data written yet)")
+        snapshot_id = int(current.snapshot_id)
+    target = resolve_ref(table, name, snapshot_id)
+    with table.manage_snapshots() as manage:
+        manage.create_tag(target, tag_name, max_ref_age_ms=retention_ms(retain_days) if retain_days else None)
+    return target
+
+
+_TAG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

@@ -42,6 +42,8 @@ class IcebergTableCheckOperator(LineageMixin, BaseOperator):
     :param write_audit_publish: audit the run's branch, then publish it (see above).
     :param publish_with: tables written on the same branch and published with the checked ones (quarantine).
     :param branch_retention_days: how long a branch that failed its audit is kept.
+    :param publish: with ``write_audit_publish``, publish after the audit (``False``: audit only, an
+        :class:`IcebergPublishOperator` after every audit of the stage publishes).
     """
 
     template_fields: Sequence[str] = ("tables", "row_filter")
@@ -62,10 +64,12 @@ class IcebergTableCheckOperator(LineageMixin, BaseOperator):
         write_audit_publish: bool = False,
         publish_with: Sequence[str] = (),
         branch_retention_days: int = wap.BRANCH_RETENTION_DAYS,
+        publish: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.tables = list(tables)
+        self.publish = publish
         self.min_rows = min_rows
         self.max_rows = max_rows
         self.not_null = list(not_null)
@@ -104,8 +108,11 @@ class IcebergTableCheckOperator(LineageMixin, BaseOperator):
             )
         if failures:
             raise self._failed(hook, branch, failures)
+        if branch is not None and not self.publish:
+            return results  # audited only: the stage's publish task moves main and emits the events
         if branch is not None:
-            results = self._publish(hook, branch, results)
+            tables = [*self.tables, *(t for t in self.publish_with if hook.table_exists(t))]
+            results = publish_branch(self.log, hook, tables, branch, results)
         publish_outcome(self, context, read=[Dataset(name) for name in self.tables], events=results, iceberg=hook)
         return results
 
@@ -121,16 +128,6 @@ class IcebergTableCheckOperator(LineageMixin, BaseOperator):
                 f"e.g. asgard tables history {self.tables[0]}"
             )
         return DataQualityError("data-quality checks failed:\n" + "\n".join(f"  - {f}" for f in failures) + kept)
-
-    def _publish(self, hook: IcebergHook, branch: str, checked: dict[str, Any]) -> dict[str, Any]:
-        """Fast-forward main of the checked tables and ``publish_with`` to the branch; return each new summary."""
-        tables = [*self.tables, *(t for t in self.publish_with if hook.table_exists(t))]
-        results = dict(checked)
-        for done in wap.publish(hook.catalog, tables, branch):
-            summary = snapshot_summary(hook.load_table(done.table))
-            results[done.table] = {**results.get(done.table, {}), **summary, "published_from": branch}
-            self.log.info("%s: main %s -> %s (branch %s)", done.table, done.previous, done.snapshot_id, branch)
-        return results
 
     def _check(self, name: str, data: Any) -> list[str]:
         import duckdb
@@ -174,6 +171,45 @@ class IcebergTableCheckOperator(LineageMixin, BaseOperator):
         finally:
             con.close()
         return problems
+
+
+class IcebergPublishOperator(LineageMixin, BaseOperator):
+    """Publish the run's branch of ``tables`` (write-audit-publish) after every audit task of the stage passed.
+
+    Moves main of each table to its branch snapshot (:func:`asgard_provider.engines.wap.publish`: a fast-forward,
+    or a replay when another run published in between), then emits each table's asset event.
+    """
+
+    template_fields: Sequence[str] = ("tables",)
+    ui_color = "#8fbc8f"
+
+    def __init__(
+        self, *, tables: Sequence[str], iceberg_conn_id: str = IcebergHook.default_conn_name, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.tables = list(tables)
+        self.iceberg_conn_id = iceberg_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Publish every table's branch; return each table's new snapshot summary."""
+        hook = IcebergHook(self.iceberg_conn_id)
+        branch = run_branch(str(context.get("run_id") or ""))
+        tables = [t for t in self.tables if hook.table_exists(t)]
+        results = publish_branch(self.log, hook, tables, branch, {})
+        publish_outcome(self, context, events=results, iceberg=hook)
+        return results
+
+
+def publish_branch(
+    log: Any, hook: IcebergHook, tables: Sequence[str], branch: str, checked: dict[str, Any]
+) -> dict[str, Any]:
+    """Move main of ``tables`` to ``branch`` (:func:`wap.publish`); return each table's new snapshot summary."""
+    results = dict(checked)
+    for done in wap.publish(hook.catalog, tables, branch):
+        summary = snapshot_summary(hook.load_table(done.table))
+        results[done.table] = {**results.get(done.table, {}), **summary, "published_from": branch}
+        log.info("%s: main %s -> %s (branch %s)", done.table, done.previous, done.snapshot_id, branch)
+    return results
 
 
 def _scalar(con: Any, sql: str) -> int:

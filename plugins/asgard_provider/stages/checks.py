@@ -37,32 +37,49 @@ def build_checks(
     checks: TableChecks,
     per_table: Mapping[str, TableChecks] | None = None,
     publish_with: Sequence[str] = (),
+    write_audit_publish: bool = False,
 ) -> Any:
     """One IcebergTableCheckOperator per table group; publishes each table's snapshot as an asset event.
 
-    ``publish_with`` (one checked table only) turns on write-audit-publish: the checks read the run's branch, then
-    publish it for the table and ``publish_with`` (e.g. its quarantine table), which become outlets too.
+    With ``write_audit_publish`` (implied by ``publish_with``: one checked table only) the checks read the run's
+    branch, then publish it for the tables and ``publish_with`` (e.g. a quarantine table), which become outlets
+    too. Tables with checks of their own are audited one task each, then one publish task moves them all.
     """
     from airflow.sdk import TaskGroup
 
     from asgard_provider.assets import table_asset
-    from asgard_provider.operators.checks import IcebergTableCheckOperator
+    from asgard_provider.operators.checks import IcebergPublishOperator, IcebergTableCheckOperator
 
     per_table = per_table or {}
+    audit = {"write_audit_publish": True} if write_audit_publish or publish_with else {}
     if len(tables) == 1 or not per_table:
         spec = per_table.get(tables[0], checks) if len(tables) == 1 else checks
-        audit = {"write_audit_publish": True, "publish_with": list(publish_with)} if publish_with else {}
         return IcebergTableCheckOperator(
             task_id=check_task_id(checked),
             tables=list(tables),
             outlets=[table_asset(t) for t in [*tables, *publish_with]],
+            publish_with=list(publish_with),
             **audit,
             **spec.model_dump(),
         )
     with TaskGroup(group_id=check_task_id(checked)) as group:
-        for table in tables:
-            spec = per_table.get(table, checks)
+        audits = [
             IcebergTableCheckOperator(
-                task_id=table.replace(".", "__"), tables=[table], outlets=[table_asset(table)], **spec.model_dump()
+                task_id=table.replace(".", "__"),
+                tables=[table],
+                outlets=[] if audit else [table_asset(table)],
+                **audit,
+                **({"publish": False} if audit else {}),
+                **per_table.get(table, checks).model_dump(),
+            )
+            for table in tables
+        ]
+        if audit:
+            audits >> IcebergPublishOperator(
+                task_id=PUBLISH_TASK_ID, tables=list(tables), outlets=[table_asset(t) for t in tables]
             )
     return group
+
+
+#: Task id (inside a stage's checks group) of the task publishing the audited tables.
+PUBLISH_TASK_ID = "publish"

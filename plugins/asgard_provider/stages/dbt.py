@@ -177,10 +177,15 @@ def spec(stage: DbtStage, where: str, base: Path, inputs: Mapping[str, Node]) ->
 
 
 def build(node: Node, base: Path) -> Built:
-    """Build the Cosmos task group, then the checks of every produced table."""
+    """Build the Cosmos task group, then the checks of every produced table.
+
+    The produced tables are written on the run's branch (write-audit-publish): the checks audit it after the
+    models' dbt tests passed, then publish it; only then are the Gold asset events emitted.
+    """
     from asgard_provider.dbt.cosmos import build_dbt_task_group
 
     stage: DbtStage = node.config
+    retention = max([c.branch_retention_days for c in stage.checks.values()], default=None)
     group = build_dbt_task_group(
         group_id=GROUP_ID,
         project_dir=project_dir(stage, base),
@@ -188,10 +193,12 @@ def build(node: Node, base: Path) -> Built:
         select=stage.select or None,
         target=stage.target,
         trino_conn_id=stage.connection,
+        branch_tables=list(stage.produces),
+        branch_retention_days=retention or TableChecks().branch_retention_days,
     )
     if not stage.produces:
         return Built(entry=group, exit=group)
-    check = build_checks(GROUP_ID, stage.produces, TableChecks(), per_table=stage.checks)
+    check = build_checks(GROUP_ID, stage.produces, TableChecks(), per_table=stage.checks, write_audit_publish=True)
     group >> check
     return Built(entry=group, exit=check)
 

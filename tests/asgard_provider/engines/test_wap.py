@@ -68,6 +68,33 @@ def test_publish_refuses_when_main_moved_and_moves_no_table(asgard_home: Path) -
     assert wap.branch_snapshot(hook.load_table("silver.a"), slow) is not None  # the branch stays for a rerun
 
 
+def _slice(day: int, ids: list[int]) -> pa.Table:
+    return pa.table({"day": pa.array([day] * len(ids), pa.int64()), "id": pa.array(ids, pa.int64())})
+
+
+def test_an_overtaken_run_replays_its_slice_replace_and_its_appends(asgard_home: Path) -> None:
+    hook = IcebergHook()
+    hook.write("silver.days", [_slice(9, [1]), _slice(10, [2])])
+    hook.write("silver.log", [pa.table({"id": [1]})])
+    runs = {day: wap.run_branch(f"day{day}") for day in (10, 11)}
+    for day, branch in runs.items():  # both branch from the same main, each replacing its own day
+        where = f"day == {day}"
+        props = {wap.REPLACE_PROPERTY: where, wap.RUN_PROPERTY: f"day{day}"}
+        hook.write(
+            "silver.days", [_slice(day, [day * 10])], overwrite_filter=where, branch=branch, snapshot_properties=props
+        )
+        hook.write("silver.log", [pa.table({"id": [day]})], mode="append", branch=branch)
+    first = wap.publish(hook.catalog, ["silver.days", "silver.log"], runs[11])
+    second = wap.publish(hook.catalog, ["silver.days", "silver.log"], runs[10])
+    assert all(done.moved for done in first + second)
+    rows = hook.load_table("silver.days").scan().to_arrow().to_pylist()
+    assert sorted((r["day"], r["id"]) for r in rows) == [(9, 1), (10, 100), (11, 110)]  # day 10's old row replaced
+    assert _ids(hook, "silver.log") == [1, 10, 11]
+    days = hook.load_table("silver.days")
+    assert days.refs().keys() == {"main"}
+    assert days.current_snapshot().summary.additional_properties[wap.RUN_PROPERTY] == "day10"
+
+
 def test_rollback_restores_previous_contents_and_history_names_refs(asgard_home: Path) -> None:
     hook = IcebergHook()
     hook.write("silver.t", [pa.table({"id": [1, 2]})], snapshot_properties={wap.RUN_PROPERTY: "run-1"})

@@ -60,3 +60,31 @@ def test_absent_columns_fail_when_the_table_has_them(asgard_home: Path) -> None:
     assert "gold.m.MRN: column exists (absent_columns)" in str(info.value)
     assert "ssn" not in str(info.value)
     assert _op(absent_columns=["ssn"]).execute({})["gold.m"]["total_records"] == 1
+
+
+def test_tables_with_checks_of_their_own_are_audited_then_published_together(asgard_home: Path) -> None:
+    from airflow.sdk import DAG
+
+    from asgard_provider.engines import wap
+    from asgard_provider.stages.checks import TableChecks, build_checks
+
+    hook, branch = IcebergHook(), wap.run_branch("manual__1")
+    for name in ("gold.a", "gold.b"):
+        hook.write(name, [pa.table({"id": [1]})])
+        hook.write(name, [pa.table({"id": [1, 2]})], branch=branch)
+    per_table = {"gold.a": TableChecks(min_rows=2), "gold.b": TableChecks(not_null=["id"])}
+    with DAG("d", schedule=None):
+        group = build_checks("gold", ["gold.a", "gold.b"], TableChecks(), per_table, write_audit_publish=True)
+    tasks = {t.task_id: t for t in group}
+    assert sorted(tasks) == ["check_gold.gold__a", "check_gold.gold__b", "check_gold.publish"]
+    assert tasks["check_gold.publish"].upstream_task_ids == {"check_gold.gold__a", "check_gold.gold__b"}
+    assert [a.name for a in tasks["check_gold.publish"].outlets] == ["gold.a", "gold.b"]
+    assert tasks["check_gold.gold__a"].outlets == []  # the audit publishes nothing
+    context = {"run_id": "manual__1"}
+    for table in ("gold.a", "gold.b"):
+        audited = tasks[f"check_gold.{table.replace('.', '__')}"].execute(context)
+        assert audited[table]["total_records"] == 2  # the branch was checked
+    assert [len(hook.load_table(t).scan().to_arrow()) for t in ("gold.a", "gold.b")] == [1, 1]  # main unchanged
+    published = tasks["check_gold.publish"].execute(context)
+    assert {t: published[t]["published_from"] for t in published} == {"gold.a": branch, "gold.b": branch}
+    assert [len(hook.load_table(t).scan().to_arrow()) for t in ("gold.a", "gold.b")] == [2, 2]
