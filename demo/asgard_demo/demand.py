@@ -8,7 +8,7 @@
 - ``DIR/manifest.json``: rows per table, planted dirty rows, the categories and the scored store x SKU pairs.
 
 Each category has its own weekly shape (fresh food peaks at the weekend, household goods on Mondays) and its
-own promotion lift (fresh 1.3x, dry 1.9x, household 2.6x). A SKU's base rate falls with its price and rises
+own promotion lift (fresh 1.7x, dry 2.2x, household 2.6x). A SKU's base rate falls with its price and rises
 with the store's size. So the units of the next 7 days are learnable from the recent level, the promotion days
 planned ahead and the SKU's price, differently per category.
 
@@ -36,8 +36,8 @@ FIRST_STORE_ID = 1
 FIRST_SKU_ID = 1001
 #: Category -> (weekly shape Monday..Sunday, promotion lift, units per day at the reference price).
 CATEGORIES: dict[str, tuple[tuple[float, ...], float, float]] = {
-    "fresh": ((0.8, 0.8, 0.9, 1.0, 1.2, 1.5, 1.3), 1.3, 9.0),
-    "dry": ((1.0, 1.0, 1.0, 1.0, 1.1, 1.0, 0.9), 1.9, 5.0),
+    "fresh": ((0.8, 0.8, 0.9, 1.0, 1.2, 1.5, 1.3), 1.7, 9.0),
+    "dry": ((1.0, 1.0, 1.0, 1.0, 1.1, 1.0, 0.9), 2.2, 5.0),
     "household": ((1.4, 1.0, 0.9, 0.9, 1.0, 1.0, 0.8), 2.6, 3.0),
 }
 #: Share of the clean daily_sales rows added once more with one defect that Silver quarantines.
@@ -72,11 +72,11 @@ def _stores(rng: np.random.Generator, n: int) -> pd.DataFrame:
 
 
 def _promotions(rng: np.random.Generator, skus: pd.DataFrame, first: date, as_of: date) -> pd.DataFrame:
-    """Two to four promotions of 3 to 7 days per SKU, spread over the history and the 2 weeks after as_of."""
+    """Three to six promotions of 3 to 7 days per SKU, spread over the history and the 2 weeks after as_of."""
     rows = []
     span = (as_of - first).days + 14
     for sku in skus["sku_id"]:
-        for start in sorted(rng.choice(span, size=rng.integers(2, 5), replace=False)):
+        for start in sorted(rng.choice(span, size=rng.integers(3, 7), replace=False)):
             begin = first + timedelta(days=int(start))
             rows.append((int(sku), begin.isoformat(), (begin + timedelta(days=int(rng.integers(2, 7)))).isoformat()))
     frame = pd.DataFrame(rows, columns=["sku_id", "start_date", "end_date"])

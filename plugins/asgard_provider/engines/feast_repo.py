@@ -236,7 +236,7 @@ def _column_problems(spec: FeatureViewSpec, columns: dict[str, str]) -> list[str
 
 
 def registered_views(store: FeatureStore, spec: FeatureViewSpec) -> list[Any]:
-    """The registered feature views ``spec``'s service spans beside its own; raise naming a missing one."""
+    """Return the registered views ``spec``'s service spans beside its own; raise naming a missing one."""
     views = []
     for name in spec.service_views:
         try:

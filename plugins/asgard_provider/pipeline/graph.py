@@ -12,8 +12,8 @@ from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from asgard_provider.stages import STAGE_KINDS
 from asgard_provider.pipeline.yaml_loader import load_yaml
+from asgard_provider.stages import STAGE_KINDS
 from asgard_provider.stages.base import NAME_RULE, Node, Read, StageKind, TableColumns, Write, is_name
 from asgard_provider.stages.columns import column_problems, undeclared_warning
 
@@ -103,7 +103,7 @@ class PipelineGraph:
                 self.problems += self._column_problems(node, base)
 
     def _run_of(self, kind: StageKind) -> tuple[Node, ...]:
-        """The stages of ``kind`` at the end of the graph so far, with no other kind after them."""
+        """Return the stages of ``kind`` at the end of the graph so far, with no other kind after them."""
         run: list[Node] = []
         for node in reversed(self.nodes):
             if node.kind is not kind:
@@ -209,7 +209,7 @@ class PipelineGraph:
         return problems
 
     def _writer(self, table: str) -> Node | None:
-        """The stage writing ``table``: in this pipeline, or in the other pipeline it is read from."""
+        """Return the stage writing ``table``: in this pipeline, or in the other pipeline it is read from."""
         if table in self._writers:
             return self._writers[table][0]
         if table in self.external:
@@ -217,7 +217,7 @@ class PipelineGraph:
         return None
 
     def notes(self) -> list[str]:
-        """What validation found worth saying of a valid pipeline: the tables read from other pipelines."""
+        """Say what validation found in a valid pipeline: the tables it reads from other pipelines."""
         return [f"{table} is read in place from pipeline {owner}" for table, owner in sorted(self.external.items())]
 
     def _previous(self, node: Node) -> list[Node]:

@@ -84,7 +84,6 @@ class FeaturesStage(StageModel):
         """``<feature_view>:<feature>`` of every feature, as training and scoring request them."""
         return [f"{self.feature_view}:{feature.name}" for feature in self.features]
 
-
     @property
     def register_task(self) -> str:
         """Id of the task registering the view."""
@@ -97,7 +96,7 @@ class FeaturesStage(StageModel):
 
 
 def feature_set(node: Node) -> list[Node]:
-    """The features stages of ``node``'s set, in order: the run of features stages ending with ``node``."""
+    """Return the views of ``node``'s feature set, in order: the run of features stages ending with ``node``."""
     return [*node.run, node]
 
 

@@ -86,7 +86,7 @@ class Partition(StageModel):
         return values
 
     def row_filter(self, value: str) -> str:
-        """The Iceberg row filter selecting ``value``'s rows (``category = 'fresh'``)."""
+        """Return the Iceberg row filter selecting ``value``'s rows (``category = 'fresh'``)."""
         return f"{self.column} = '{value}'"
 
 
@@ -252,7 +252,6 @@ def spec(stage: TrainStage, where: str, base: Path, inputs: Mapping[str, Node]) 
 
 def build(node: Node, base: Path) -> Built:
     """Build the training task (a task group of one per partition value); it reads the stage's feature set."""
-
     stage: TrainStage = node.config
     views = [view.config for view in feature_set(node.inputs["features"])]
     if stage.partition is None:
@@ -260,7 +259,9 @@ def build(node: Node, base: Path) -> Built:
         return Built(entry=task, exit=task)
     from airflow.sdk import TaskGroup
 
-    with TaskGroup(group_id=stage.task_id, tooltip=f"one {stage.registered_model} per {stage.partition.column}") as group:
+    with TaskGroup(
+        group_id=stage.task_id, tooltip=f"one {stage.registered_model} per {stage.partition.column}"
+    ) as group:
         for one in stage.models():
             _train_task(stage, views, one)
     return Built(entry=group, exit=group)

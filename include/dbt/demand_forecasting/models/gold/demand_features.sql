@@ -62,14 +62,14 @@ promotion_days as (
         w.sku_id,
         w.sale_date,
         coalesce(sum(greatest(0, 1 + {{ dbt.datediff(
-            'greatest(cast(p.start_date as date), ' ~ dbt.dateadd('day', 1, 'w.sale_date') ~ ')',
-            'least(cast(p.end_date as date), ' ~ dbt.dateadd('day', horizon, 'w.sale_date') ~ ')',
+            'greatest(p.start_date, ' ~ dbt.dateadd('day', 1, 'w.sale_date') ~ ')',
+            'least(p.end_date, ' ~ dbt.dateadd('day', horizon, 'w.sale_date') ~ ')',
             'day') }})), 0) as promo_days
     from windows as w
-    left join {{ source('bronze', 'promotions') }} as p
+    left join {{ source('silver', 'promotions') }} as p
         on p.sku_id = w.sku_id
-        and cast(p.start_date as date) <= {{ dbt.dateadd('day', horizon, 'w.sale_date') }}
-        and cast(p.end_date as date) > w.sale_date
+        and p.start_date <= {{ dbt.dateadd('day', horizon, 'w.sale_date') }}
+        and p.end_date > w.sale_date
     group by w.store_id, w.sku_id, w.sale_date
 )
 
