@@ -25,6 +25,9 @@ export AIRFLOW_CONN_ASGARD_PAYMENTS_DB ?= {"conn_type": "sqlite", "host": "$(ASG
 export AIRFLOW_CONN_ASGARD_EMR_DB ?= {"conn_type": "sqlite", "host": "$(ASGARD_HOME)/sources/readmission/emr.db"}
 export AIRFLOW_CONN_ASGARD_LABS_DB ?= {"conn_type": "sqlite", "host": "$(ASGARD_HOME)/sources/readmission/labs.db"}
 export AIRFLOW_VAR_ASGARD_PSEUDONYM_SECRET ?= demo-only-pseudonym-secret
+# The retail examples' stores, catalog, daily sales and promotions (python -m asgard_demo.demand), read by the
+# retail_catalog and demand_forecasting pipelines.
+export AIRFLOW_CONN_ASGARD_RETAIL_DB ?= {"conn_type": "sqlite", "host": "$(ASGARD_HOME)/sources/demand/retail.db"}
 # The demo's support API (asgard_demo.support_api), serving the generated tickets on 127.0.0.1.
 export ASGARD_SUPPORT_API_PORT ?= 8765
 export AIRFLOW_CONN_ASGARD_SUPPORT_API ?= {"conn_type": "http", "host": "http://127.0.0.1:$(ASGARD_SUPPORT_API_PORT)"}
@@ -63,6 +66,7 @@ data: $(STAMP)
 	$(PYTHON) -m asgard_demo.data --out $(ASGARD_HOME)/sources --as-of $(DEMO_DATE)
 	$(PYTHON) -m asgard_demo.fraud --out $(ASGARD_HOME)/sources/fraud --as-of $(DEMO_DATE)
 	$(PYTHON) -m asgard_demo.readmission --out $(ASGARD_HOME)/sources/readmission --as-of $(DEMO_DATE)
+	$(PYTHON) -m asgard_demo.demand --out $(ASGARD_HOME)/sources/demand --as-of $(DEMO_DATE)
 
 airflow-db: $(STAMP)
 	$(BIN)/airflow db migrate > $(ASGARD_HOME)/airflow-db-migrate.log 2>&1 || (cat $(ASGARD_HOME)/airflow-db-migrate.log; exit 1)

@@ -36,7 +36,7 @@ def _stub_problems(stub: Path) -> list[str]:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from asgard_provider.pipeline.config import pipeline_warnings, validate_all
+    from asgard_provider.pipeline.config import pipeline_notes, pipeline_warnings, validate_all
     from asgard_provider.pipeline.factory import dag_problems
 
     base = _include(args)
@@ -60,6 +60,7 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"FAIL {PipelineConfigError(str(path), problems)}")
         else:
             print(f"ok   {path}  (pipeline {outcome.pipeline})")
+            print("".join(f"  note: {n}\n" for n in pipeline_notes(outcome, base)), end="")
             print("".join(f"  warning: {w}\n" for w in warnings), end="")
     return 1 if failed else 0
 

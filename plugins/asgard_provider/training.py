@@ -65,6 +65,8 @@ class TrainingContext:
     entity_keys: list[str] = field(default_factory=list)
     #: ML task type of the pipeline (``train.task``): what the logged model must be able to predict.
     task: str = "binary_classification"
+    #: Iceberg row filter on the label table (e.g. ``category = 'fresh'``: one model per partition value).
+    row_filter: str | None = None
 
     @classmethod
     def from_env(cls) -> TrainingContext:
@@ -121,7 +123,8 @@ class TrainingContext:
                 split_table_name(self.label_table)
             )
             data = table.scan(
-                row_filter=f"{self.label_column} IS NOT NULL",
+                row_filter=f"{self.label_column} IS NOT NULL"
+                + (f" AND ({self.row_filter})" if self.row_filter else ""),
                 selected_fields=(*self.keys, self.timestamp_field, self.label_column),
                 snapshot_id=self.label_snapshot_id,
             ).to_pandas()

@@ -69,6 +69,8 @@ class FeatureViewSpec:
     ttl_days: int = 90
     tags: dict[str, str] = field(default_factory=dict)
     feature_service: str | None = None
+    #: registered views the feature service spans beside this one (the views before it in its feature set)
+    service_views: tuple[str, ...] = ()
 
     def feature_refs(self) -> list[str]:
         """Return ``view:feature`` references of every declared feature."""
@@ -178,7 +180,7 @@ def register(
     """Validate ``spec`` against its table, apply the definitions, then materialize up to ``materialize_until``."""
     export_catalog_password(settings)  # the registry stores the catalog URI without it
     columns = validate(catalog, spec)
-    objects = definitions(settings, spec, columns)
+    objects = definitions(settings, spec, columns, registered_views(store, spec))
     store.apply(objects)
     log.info("registered %s in Feast project %r", ", ".join(o.name for o in objects), store.project)
     done = None
@@ -233,8 +235,24 @@ def _column_problems(spec: FeatureViewSpec, columns: dict[str, str]) -> list[str
     return problems
 
 
-def definitions(settings: CatalogSettings, spec: FeatureViewSpec, columns: dict[str, str]) -> list[Any]:
-    """Build the Feast entity, feature view and (optional) feature service of ``spec``."""
+def registered_views(store: FeatureStore, spec: FeatureViewSpec) -> list[Any]:
+    """Return the registered views ``spec``'s service spans beside its own; raise naming a missing one."""
+    views = []
+    for name in spec.service_views:
+        try:
+            views.append(store.get_store().get_feature_view(name))
+        except Exception as exc:
+            raise FeatureStoreError(
+                f"feature service {spec.feature_service!r} of view {spec.feature_view!r} spans feature view "
+                f"{name!r}, which is not registered in Feast project {store.project!r}: register it first"
+            ) from exc
+    return views
+
+
+def definitions(
+    settings: CatalogSettings, spec: FeatureViewSpec, columns: dict[str, str], service_views: Sequence[Any] = ()
+) -> list[Any]:
+    """Build the Feast entity, feature view and (optional) feature service of ``spec`` (over ``service_views`` too)."""
     from feast import Entity, FeatureService, FeatureView, Field, ValueType
 
     entities = [
@@ -253,7 +271,7 @@ def definitions(settings: CatalogSettings, spec: FeatureViewSpec, columns: dict[
     )
     objects: list[Any] = [*entities, view]
     if spec.feature_service:
-        objects.append(FeatureService(name=spec.feature_service, features=[view], tags=spec.tags))
+        objects.append(FeatureService(name=spec.feature_service, features=[*service_views, view], tags=spec.tags))
     return objects
 
 

@@ -122,12 +122,14 @@ def select_entities(
     scope: str,
     as_of: date,
     interval: tuple[datetime, datetime] | None = None,
+    row_filter: str | None = None,
 ) -> Entities:
     """Pick the rows of ``table`` (a pyiceberg table) to score.
 
     ``latest``: each entity's latest row at or before the end of ``as_of`` (one score per entity);
     ``new_events``: every row whose timestamp is in ``interval`` = [start, end) (the run's new events);
-    ``all``: every row of the table. Rows without a key or timestamp are left out.
+    ``all``: every row of the table. Rows without a key or timestamp are left out, and so are rows outside
+    ``row_filter`` (an Iceberg filter such as ``category = 'fresh'``), when given.
     """
     import pandas as pd
     import pyarrow.compute as pc
@@ -135,7 +137,8 @@ def select_entities(
     if scope not in SCOPES:
         raise InferenceError(f"predict.scope {scope!r} is not one of {', '.join(SCOPES)}")
     try:
-        data = table.scan(selected_fields=(*keys, timestamp_field)).to_arrow()
+        rows = {"row_filter": row_filter} if row_filter else {}
+        data = table.scan(selected_fields=(*keys, timestamp_field), **rows).to_arrow()
     except ValueError as exc:
         raise InferenceError(
             f"cannot read {', '.join(keys)} and {timestamp_field} from the entity table: {exc}"

@@ -49,6 +49,8 @@ class FeastRegisterOperator(LineageMixin, BaseOperator):
     :param join_keys: the entity's key columns (``["store_id", "sku_id"]`` for a composite key);
         ``join_key="col"`` is the shorthand of one.
     :param features: ``[{"name": "total_purchases", "dtype": "int64"}, ...]``.
+    :param service_views: registered views the ``feature_service`` spans beside this one (the views before it
+        in its feature set, registered by earlier tasks).
     """
 
     template_fields: Sequence[str] = ("source_table",)
@@ -67,6 +69,7 @@ class FeastRegisterOperator(LineageMixin, BaseOperator):
         ttl_days: int = 90,
         tags: dict[str, str] | None = None,
         feature_service: str | None = None,
+        service_views: Sequence[str] = (),
         materialize: bool = True,
         iceberg_conn_id: str = IcebergHook.default_conn_name,
         feast_conn_id: str = FeastHook.default_conn_name,
@@ -82,6 +85,7 @@ class FeastRegisterOperator(LineageMixin, BaseOperator):
         self.ttl_days = ttl_days
         self.tags = dict(tags or {})
         self.feature_service = feature_service
+        self.service_views = list(service_views)
         self.materialize = materialize
         self.iceberg_conn_id = iceberg_conn_id
         self.feast_conn_id = feast_conn_id
@@ -98,6 +102,7 @@ class FeastRegisterOperator(LineageMixin, BaseOperator):
             ttl_days=self.ttl_days,
             tags=self.tags,
             feature_service=self.feature_service,
+            service_views=tuple(self.service_views),
         )
 
     def execute(self, context: Context) -> dict[str, Any]:

@@ -100,9 +100,11 @@ class BatchInferenceOperator(LineageMixin, BaseOperator):
         mlflow_conn_id: str = MLflowHook.default_conn_name,
         feast_conn_id: str = FeastHook.default_conn_name,
         iceberg_conn_id: str = IcebergHook.default_conn_name,
+        row_filter: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.row_filter = row_filter  # score these entity rows only (one model per partition value)
         self.model_name = model_name
         self.feature_refs = list(feature_refs)
         self.entity_table = entity_table
@@ -414,7 +416,7 @@ class BatchInferenceOperator(LineageMixin, BaseOperator):
             raise InferenceError(f"cannot read entities from {self.entity_table}: {exc}") from exc
         try:
             entities = select_entities(
-                table, self.entity_keys, self.timestamp_field, self.scope, as_of, self._interval()
+                table, self.entity_keys, self.timestamp_field, self.scope, as_of, self._interval(), self.row_filter
             )
         except InferenceError as exc:
             raise InferenceError(f"{self.entity_table}: {exc}") from None

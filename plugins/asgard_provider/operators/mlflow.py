@@ -162,9 +162,11 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
         feature_sources: dict[str, str] | None = None,
         feast_conn_id: str = FeastHook.default_conn_name,
         iceberg_conn_id: str = IcebergHook.default_conn_name,
+        row_filter: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.row_filter = row_filter  # train on these label rows only (one model per partition value)
         self.script = script
         self.experiment_name = experiment_name
         self.registered_model_name = registered_model_name
@@ -324,6 +326,7 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
             experiment_name=self.experiment_name,
             label_snapshot_id=label_snapshot_id,
             task=self.task,
+            row_filter=self.row_filter,
         )
 
     def _run_script(self, script: Path, mlflow: MLflowHook, run_id: str, ctx_file: Path, workdir: Path) -> None:

@@ -58,7 +58,9 @@ class PipelineConfig(StageModel):
     ingest: list[IngestStage] = []
     transform: list[TransformStage] = []
     dbt: DbtStage | None = None
-    features: FeaturesStage | None = None
+    features: FeaturesStage | list[FeaturesStage] | None = Field(
+        default=None, description="one feature view, or a list of views forming one feature set"
+    )
     train: TrainStage | None = None
     predict: PredictStage | None = None
     stages: list[StageEntry] = Field(  # type: ignore[valid-type]
@@ -161,6 +163,11 @@ def pipeline_warnings(cfg: PipelineConfig, base_dir: Path | None = None) -> list
     return PipelineGraph(cfg, base_dir or include_dir()).warnings
 
 
+def pipeline_notes(cfg: PipelineConfig, base_dir: Path | None = None) -> list[str]:
+    """Return what validation says of a valid pipeline: the tables it reads in place from other pipelines."""
+    return PipelineGraph(cfg, base_dir or include_dir()).notes()
+
+
 def load_pipeline_config(path: Path | str, *, base_dir: Path | None = None) -> PipelineConfig:
     """Load and validate one pipeline YAML; raise :class:`PipelineConfigError` listing every problem."""
     path = Path(path)
@@ -245,6 +252,7 @@ __all__ = [
     "discover_pipelines",
     "is_name",
     "load_pipeline_config",
+    "pipeline_notes",
     "pipeline_warnings",
     "validate_all",
 ]

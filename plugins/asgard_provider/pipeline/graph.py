@@ -12,8 +12,9 @@ from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from asgard_provider.pipeline.yaml_loader import load_yaml
 from asgard_provider.stages import STAGE_KINDS
-from asgard_provider.stages.base import NAME_RULE, Node, StageKind, TableColumns, Write, is_name
+from asgard_provider.stages.base import NAME_RULE, Node, Read, StageKind, TableColumns, Write, is_name
 from asgard_provider.stages.columns import column_problems, undeclared_warning
 
 if TYPE_CHECKING:
@@ -63,22 +64,33 @@ def _collision(node: Node, other: Node, task_id: str) -> str:
             f"{named.where}.name: {named.spec.name!r} collides with task id {task_id!r} of {first.where} "
             f"({first.kind.key}); rename the stage"
         )
-    return f"{node.where}: task id {task_id!r} is also a task of {other.where}; a pipeline holds one stage of this kind"
+    named_kind = "name" in node.kind.model.model_fields
+    hint = "give each stage of this kind a name" if named_kind else "a pipeline holds one stage of this kind"
+    return f"{node.where}: task id {task_id!r} is also a task of {other.where}; {hint}"
 
 
 class PipelineGraph:
     """Stages in run order; each table has one writer, and each read names a table an earlier stage writes."""
 
-    def __init__(self, cfg: PipelineConfig, base: Path) -> None:
+    def __init__(self, cfg: PipelineConfig, base: Path, *, other_pipelines: bool = True) -> None:
+        self.pipeline = cfg.pipeline
         self.nodes: list[Node] = []
         latest: dict[str, Node] = {}
         for kind, where, config in configured_stages(cfg):
+            run = self._run_of(kind)
             inputs = {needed: latest[needed] for needed in kind.needs if needed in latest}
-            node = Node(kind, where, config, inputs, kind.spec(config, where, base, inputs))
+            if kind.chained and run:
+                inputs[kind.key] = run[-1]
+            node = Node(kind, where, config, inputs, kind.spec(config, where, base, inputs), run)
             self.nodes.append(node)
             latest[kind.key] = node
+        self._base = base
+        self._other_pipelines = other_pipelines
+        self._elsewhere: dict[str, tuple[str, Node]] | None = None
         self._writers: dict[str, tuple[Node, Write]] = {}
         self._upstream: dict[Node, list[tuple[Node, str | None]]] = {}
+        #: tables read in place from another pipeline: table -> the pipeline writing it
+        self.external: dict[str, str] = {}
         #: every problem found, each naming the config key and the fix
         self.problems = self._name_problems() or self._task_problems()
         #: what could not be checked (a Gold model declaring no columns); ``asgard validate --strict`` fails on it
@@ -87,7 +99,45 @@ class PipelineGraph:
         for node in self.nodes:
             self.problems += self._add(node)
             self.problems += list(node.kind.on_schedule(node.config, node.where, cfg.schedule))
-            self.problems += self._column_problems(node, base)
+            if other_pipelines:
+                self.problems += self._column_problems(node, base)
+
+    def _run_of(self, kind: StageKind) -> tuple[Node, ...]:
+        """Return the stages of ``kind`` at the end of the graph so far, with no other kind after them."""
+        run: list[Node] = []
+        for node in reversed(self.nodes):
+            if node.kind is not kind:
+                break
+            run.insert(0, node)
+        return tuple(run)
+
+    def _written_elsewhere(self) -> dict[str, tuple[str, Node]]:
+        """Tables the other pipelines of ``include/pipelines/`` write: table -> (pipeline, writing stage)."""
+        if self._elsewhere is None:
+            from asgard_provider.pipeline.config import PipelineConfig
+
+            self._elsewhere = {}
+            folder = self._base / "pipelines"
+            for path in sorted(folder.glob("*.y*ml")) if folder.is_dir() else []:
+                try:
+                    other = PipelineConfig.model_validate(load_yaml(path))
+                    if other.pipeline == self.pipeline:
+                        continue
+                    graph = PipelineGraph(other, self._base, other_pipelines=False)
+                except Exception:  # noqa: S112 - a broken pipeline fails its own validation, not this one's
+                    continue
+                for table, (node, _) in graph._writers.items():
+                    self._elsewhere.setdefault(table, (other.pipeline, node))
+        return self._elsewhere
+
+    def _external(self, read: Read) -> bool:
+        """Whether ``read`` is another pipeline's table (recorded in :attr:`external`)."""
+        if not (read.external and self._other_pipelines):
+            return False
+        found = self._written_elsewhere().get(read.name)
+        if found is not None:
+            self.external[read.name] = found[0]
+        return found is not None
 
     def _name_problems(self) -> list[str]:
         problems: list[str] = []
@@ -119,8 +169,10 @@ class PipelineGraph:
         problems = list(node.spec.problems)
         problems += [f"{node.where}: {text}" for kind, text in node.kind.needs.items() if kind not in node.inputs]
         self._upstream[node] = [] if node.kind.waits_for == "reads" else [(n, None) for n in self._previous(node)]
+        if node.kind.chained and node.run:
+            self._upstream[node].append((node.run[-1], None))
         for read in node.spec.reads:
-            if read.key is None:
+            if read.key is None or (read.name not in self._writers and self._external(read)):
                 continue
             if read.name not in self._writers:
                 earlier = ", ".join(sorted(self._writers)) or "none"
@@ -142,10 +194,10 @@ class PipelineGraph:
         problems: list[str] = []
         unchecked: dict[str, tuple[TableColumns, list[str]]] = {}
         for use in node.spec.uses:
-            if use.table not in self._writers:
+            writer = self._writer(use.table)
+            if writer is None:
                 continue  # reported as a read no earlier stage writes
             if use.table not in self._declared:  # one look-up per table: it reads YAML files and the manifest
-                writer = self._writers[use.table][0]
                 self._declared[use.table] = writer.kind.columns(writer.config, base, use.table)
             declared = self._declared[use.table]
             if declared is None:
@@ -156,6 +208,18 @@ class PipelineGraph:
         self.warnings += [undeclared_warning(table, found, keys) for table, (found, keys) in unchecked.items()]
         return problems
 
+    def _writer(self, table: str) -> Node | None:
+        """Return the stage writing ``table``: in this pipeline, or in the other pipeline it is read from."""
+        if table in self._writers:
+            return self._writers[table][0]
+        if table in self.external:
+            return self._written_elsewhere()[table][1]
+        return None
+
+    def notes(self) -> list[str]:
+        """Say what validation found in a valid pipeline: the tables it reads from other pipelines."""
+        return [f"{table} is read in place from pipeline {owner}" for table, owner in sorted(self.external.items())]
+
     def _previous(self, node: Node) -> list[Node]:
         """Return the run of same-kind stages just before ``node``'s own run (all transforms, for dbt)."""
         before = self.nodes[: self.nodes.index(node)]
@@ -163,6 +227,10 @@ class PipelineGraph:
         if runs and runs[-1][0].kind is node.kind:
             runs.pop()
         return runs[-1] if runs else []
+
+    def _shown(self, table: str) -> str:
+        owner = self.external.get(table)
+        return f"{table} (pipeline {owner})" if owner else table
 
     def upstream(self, node: Node) -> list[tuple[Node, str | None]]:
         """Return the stages ``node`` waits for, each with the table it waits on (``None``: the whole stage)."""
@@ -175,7 +243,7 @@ class PipelineGraph:
                 "stage": node.kind.key,
                 "name": node.spec.label,
                 "tasks": list(node.spec.tasks),
-                "reads": [read.name for read in node.spec.reads],
+                "reads": [self._shown(read.name) for read in node.spec.reads],
                 "writes": [write.name for write in node.spec.writes],
             }
             for node in self.nodes

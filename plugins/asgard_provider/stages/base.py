@@ -58,6 +58,8 @@ class Read:
     name: str
     key: str | None = None
     missing: str = ""
+    #: the table may be another pipeline's (read in place): then no stage of this pipeline needs to write it
+    external: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,8 @@ class Node:
     #: the nearest earlier stage of each kind this stage needs (train: its features stage)
     inputs: Mapping[str, Node]
     spec: StageSpec
+    #: the stages of the same kind just before this one, with no other kind between (a feature set's views)
+    run: tuple[Node, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,8 @@ class StageKind:
     needs: Mapping[str, str] = field(default_factory=dict)
     #: ``reads``: wait for the writers of the tables read; ``previous``: wait for the previous kind's stages
     waits_for: Literal["reads", "previous"] = "previous"
+    #: same-kind stages in a row run one after another, each receiving the one before as its own kind's input
+    chained: bool = False
     #: trigger-form parameters (name -> ``airflow.sdk.Param``) the stage's tasks read
     params: Callable[[Any], dict[str, Any]] = lambda config: {}
     #: problems of the configured stage under the pipeline's ``schedule`` (config, where, schedule)

@@ -32,8 +32,22 @@ class Feature(StageModel):
 
 
 class FeaturesStage(StageModel):
-    """A Feast entity + feature view over a Gold Iceberg table."""
+    """A Feast entity + feature view over a Gold Iceberg table.
 
+    Several views (`features: [{...}, {...}]`, or adjacent `features` entries under `stages:`) form one
+    feature set: the train and predict stages after it read every view of the set, joined on the first
+    view's keys and timestamp (the entity's: its source table holds the rows scored). A later view's keys
+    must be among the first view's (e.g. `[sku_id]` beside `[store_id, sku_id]`). The views of a set name
+    one `feature_service` (or none); its Feast FeatureService spans them all. A `source_table` that no
+    stage of the pipeline writes may be another pipeline's Gold table: it is read in place (no copy), and
+    validation names the pipeline that writes it.
+    """
+
+    name: str | None = Field(
+        default=None,
+        description="names the tasks register_<name> and materialize_<name> (default register_features and "
+        "materialize_features); several views need one each",
+    )
     feature_view: str
     entity: str
     join_key: str | None = Field(default=None, description="the entity's key column (shorthand of join_keys: [col])")
@@ -47,7 +61,9 @@ class FeaturesStage(StageModel):
     timestamp_field: str
     features: list[Feature] = Field(min_length=1)
     ttl_days: int = Field(default=90, gt=0)
-    feature_service: str | None = None
+    feature_service: str | None = Field(
+        default=None, description="Feast FeatureService over every view of the set (each view names the same one)"
+    )
     materialize: bool = True
     tags: dict[str, str] = {}
 
@@ -67,6 +83,26 @@ class FeaturesStage(StageModel):
     def feature_refs(self) -> list[str]:
         """``<feature_view>:<feature>`` of every feature, as training and scoring request them."""
         return [f"{self.feature_view}:{feature.name}" for feature in self.features]
+
+    @property
+    def register_task(self) -> str:
+        """Id of the task registering the view."""
+        return f"register_{self.name}" if self.name else REGISTER_TASK
+
+    @property
+    def materialize_task(self) -> str:
+        """Id of the task materializing the view."""
+        return f"materialize_{self.name}" if self.name else MATERIALIZE_TASK
+
+
+def feature_set(node: Node) -> list[Node]:
+    """Return the views of ``node``'s feature set, in order: the run of features stages ending with ``node``."""
+    return [*node.run, node]
+
+
+def feature_refs(views: list[FeaturesStage]) -> list[str]:
+    """``<view>:<feature>`` of every feature of every view of a set, as training and scoring request them."""
+    return [ref for view in views for ref in view.feature_refs()]
 
 
 def feature_view(stage: FeaturesStage) -> str:
@@ -91,20 +127,47 @@ def column_uses(stage: FeaturesStage, where: str) -> tuple[ColumnUse, ...]:
     return (*key_uses(stage, where, table), *features)
 
 
+def set_problems(stage: FeaturesStage, where: str, earlier: list[Node]) -> tuple[str, ...]:
+    """Problems of a view against the views before it in its set: its keys and its feature service."""
+    if not earlier:
+        return ()
+    first: FeaturesStage = earlier[0].config
+    problems = []
+    extra = [key for key in stage.keys if key not in first.keys]
+    if extra:
+        problems.append(
+            f"{where}.join_keys: {', '.join(extra)} not among the keys {first.keys} of {earlier[0].where}, "
+            "whose rows the feature set joins on"
+        )
+    if stage.feature_service != first.feature_service:
+        problems.append(
+            f"{where}.feature_service: {stage.feature_service!r} differs from {earlier[0].where}'s "
+            f"{first.feature_service!r}; the views of one feature set name one service (or none)"
+        )
+    views = [node.config.feature_view for node in earlier]
+    if stage.feature_view in views:
+        problems.append(f"{where}.feature_view: {stage.feature_view!r} is already a view of this feature set")
+    return tuple(problems)
+
+
 def spec(stage: FeaturesStage, where: str, base: Path, inputs: Mapping[str, Node]) -> StageSpec:
     """Describe the stage: it reads the Gold source table and writes the feature view."""
+    earlier = feature_set(inputs["features"]) if "features" in inputs else []
     return StageSpec(
         label=stage.feature_view,
-        tasks=(REGISTER_TASK, *([MATERIALIZE_TASK] if stage.materialize else [])),
+        tasks=(stage.register_task, *([stage.materialize_task] if stage.materialize else [])),
         reads=(
             Read(
                 stage.source_table,
                 f"{where}.source_table",
-                f"{stage.source_table} is not produced by an earlier stage; "
+                f"{stage.source_table} is not produced by an earlier stage nor by another pipeline; "
                 "list it under dbt.produces or a transform's output_table",
+                external=True,
             ),
         ),
-        writes=(Write(feature_view(stage)),),
+        writes=(Write(feature_view(stage), f"{where}.feature_view", "feature view"),),
+        name=stage.name,
+        problems=set_problems(stage, where, earlier),
         uses=column_uses(stage, where),
     )
 
@@ -115,8 +178,9 @@ def build(node: Node, base: Path) -> Built:
     from asgard_provider.operators.feast import FeastMaterializeOperator, FeastRegisterOperator
 
     stage: FeaturesStage = node.config
+    service_views = [view.config.feature_view for view in node.run] if stage.feature_service else []
     register = FeastRegisterOperator(
-        task_id=REGISTER_TASK,
+        task_id=stage.register_task,
         feature_view=stage.feature_view,
         entity=stage.entity,
         join_keys=stage.keys,
@@ -126,6 +190,7 @@ def build(node: Node, base: Path) -> Built:
         ttl_days=stage.ttl_days,
         tags=stage.tags,
         feature_service=stage.feature_service,
+        service_views=service_views,
         materialize=False,
         inlets=[table_asset(stage.source_table)],
         outlets=[feature_view_asset(stage.feature_view)],
@@ -133,7 +198,7 @@ def build(node: Node, base: Path) -> Built:
     if stage.materialize:
         # Online serving only: training and batch inference read the offline store.
         register >> FeastMaterializeOperator(
-            task_id=MATERIALIZE_TASK,
+            task_id=stage.materialize_task,
             feature_view=stage.feature_view,
             source_table=stage.source_table,
             join_keys=stage.keys,
@@ -143,4 +208,5 @@ def build(node: Node, base: Path) -> Built:
     return Built(entry=register, exit=register)
 
 
-KIND = StageKind(key="features", model=FeaturesStage, spec=spec, build=build)
+#: Views of one set register one after another: a view naming the set's service adds the views before it.
+KIND = StageKind(key="features", model=FeaturesStage, spec=spec, build=build, chained=True)

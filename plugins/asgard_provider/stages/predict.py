@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -14,8 +14,8 @@ from asgard_provider.evaluation import BINARY, DEFAULT_RISK_THRESHOLDS, MULTICLA
 from asgard_provider.monitoring import monitoring_table
 from asgard_provider.stages import pods
 from asgard_provider.stages.base import AS_OF, Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
-from asgard_provider.stages.features import FeaturesStage
-from asgard_provider.stages.train import TrainStage
+from asgard_provider.stages.features import FeaturesStage, feature_refs, feature_set
+from asgard_provider.stages.train import Model, TrainStage
 
 TASK = "batch_inference"
 _COLUMN = re.compile(r"[a-z_][a-z0-9_]*\Z")
@@ -44,8 +44,15 @@ class PredictStage(StageModel):
     `class_column` (0/1) and `risk_level` from `thresholds`; multiclass: `class_column` (the predicted class)
     and one `<probability_prefix><class>` column per class; regression: `prediction_column` (default
     `prediction`). `thresholds` are for binary classification only.
+
+    After a train stage with a `partition`, each model scores its own rows (those holding its value) into its
+    own table `<output_table>_<value>` (with its own `_monitoring` table), written by task `<task>.<value>`
+    of a task group: each table's drift is measured against its own model's training set.
     """
 
+    name: str | None = Field(
+        default=None, description="task id (default batch_inference); several predict stages need one each"
+    )
     output_table: TableName
     model_alias: str = "champion"
     scope: Scope = Field(
@@ -77,26 +84,40 @@ class PredictStage(StageModel):
         return self
 
 
+def scored(stage: PredictStage, train: TrainStage) -> list[tuple[str, str, Model]]:
+    """(task id, output table, model) of every model ``train`` registers, one table each with a partition."""
+    task = stage.name or TASK
+    if train.partition is None:
+        return [(task, stage.output_table, train.models()[0])]
+    return [(f"{task}.{m.value}", f"{stage.output_table}_{m.value}", m) for m in train.models()]
+
+
+def _writes(table: str, key: str, model: str | None) -> tuple[Write, Write]:
+    return (
+        Write(table, key, f"predictions of {model}" if model else ""),
+        Write(monitoring_table(table), key, f"monitoring table of {table}"),
+    )
+
+
 def spec(stage: PredictStage, where: str, base: Path, inputs: Mapping[str, Node]) -> StageSpec:
     """Describe the stage: it reads the model and the feature source, writes predictions and monitoring."""
-    reads, problems = [], []
-    if "train" in inputs:
+    reads: list[Read] = []
+    problems: list[str] = []
+    outputs: list[tuple[str, str, str | None]] = [(stage.name or TASK, stage.output_table, None)]
+    if "train" in inputs and "features" in inputs["train"].inputs:
         train: TrainStage = inputs["train"].config
-        features: FeaturesStage = inputs["train"].inputs["features"].config
-        reads = [Read(f"mlflow:{train.registered_model}@{stage.model_alias}"), Read(features.source_table)]
+        entity: FeaturesStage = feature_set(inputs["train"].inputs["features"])[0].config
+        models = scored(stage, train)
+        reads = [*(Read(f"mlflow:{m.registered_model}@{stage.model_alias}") for _, _, m in models)]
+        reads.append(Read(entity.source_table))
+        outputs = [(task, table, m.value and m.registered_model) for task, table, m in models]
         problems = _task_problems(stage, train, where)
     return StageSpec(
         label=stage.output_table,
-        tasks=(TASK,),
+        tasks=tuple(task for task, _, _ in outputs),
         reads=tuple(reads),
-        writes=(
-            Write(stage.output_table, f"{where}.output_table"),
-            Write(
-                monitoring_table(stage.output_table),
-                f"{where}.output_table",
-                f"monitoring table of {stage.output_table}",
-            ),
-        ),
+        writes=tuple(w for _, table, model in outputs for w in _writes(table, f"{where}.output_table", model)),
+        name=stage.name,
         problems=tuple(problems),
     )
 
@@ -125,37 +146,56 @@ def columns(stage: PredictStage, train: TrainStage) -> PredictionColumns:
 
 
 def build(node: Node, base: Path) -> Built:
-    """Build the batch inference task; it publishes the predictions table."""
+    """Build the batch inference task (a task group of one per model); each publishes its predictions table."""
+    stage: PredictStage = node.config
+    train: TrainStage = node.inputs["train"].config
+    views = [view.config for view in feature_set(node.inputs["train"].inputs["features"])]
+    models = scored(stage, train)
+    if train.partition is None:
+        task = _inference_task(stage, train, views, *models[0])
+        return Built(entry=task, exit=task)
+    from airflow.sdk import TaskGroup
+
+    with TaskGroup(group_id=stage.name or TASK, tooltip=f"one predictions table per {train.partition.column}") as group:
+        for task_id, table, one in models:
+            _inference_task(stage, train, views, task_id, table, one)
+    return Built(entry=group, exit=group)
+
+
+def _inference_task(
+    stage: PredictStage, train: TrainStage, views: list[FeaturesStage], task_id: str, table: str, one: Model
+) -> Any:
+    """One batch inference task: ``one``'s model scores its rows of the entity table into ``table``."""
     from asgard_provider.assets import feature_view_asset, model_asset, table_asset
     from asgard_provider.operators.inference import BatchInferenceOperator
 
-    stage: PredictStage = node.config
-    train_node = node.inputs["train"]
-    features: FeaturesStage = train_node.inputs["features"].config
+    entity = views[0]
+    kwargs: dict[str, Any] = {"row_filter": one.row_filter} if one.row_filter else {}
     task = pods.run(
         BatchInferenceOperator,
         stage,
-        publish_tables=[stage.output_table],
-        task_id=TASK,
-        model_name=train_node.config.registered_model,
+        publish_tables=[table],
+        task_id=task_id.rsplit(".", 1)[-1],  # inside the stage's task group with a partition
+        model_name=one.registered_model,
         model_alias=stage.model_alias,
-        feature_refs=features.feature_refs(),
-        entity_table=features.source_table,
-        entity_key=features.keys,
-        timestamp_field=features.timestamp_field,
+        feature_refs=feature_refs(views),
+        entity_table=entity.source_table,
+        entity_key=entity.keys,
+        timestamp_field=entity.timestamp_field,
         as_of=AS_OF,
         scope=stage.scope,
-        task=train_node.config.task,
+        task=train.task,
         prediction_column=stage.prediction_column,
         class_column=stage.class_column,
         probability_prefix=stage.probability_prefix,
-        output_table=stage.output_table,
+        output_table=table,
         thresholds=dict(stage.thresholds or DEFAULT_RISK_THRESHOLDS),
         batch_size=stage.batch_size,
+        **kwargs,
     )
-    task.inlets = [model_asset(train_node.config.registered_model), feature_view_asset(features.feature_view)]
-    task.outlets = [table_asset(stage.output_table)]
-    return Built(entry=task, exit=task)
+    task.inlets = [model_asset(one.registered_model), *(feature_view_asset(view.feature_view) for view in views)]
+    task.outlets = [table_asset(table)]
+    return task
 
 
 KIND = StageKind(

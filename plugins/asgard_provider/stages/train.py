@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +14,7 @@ from asgard_provider.evaluation import BINARY, DEFAULT_COMPARE_METRIC, TaskType,
 from asgard_provider.paths import PathEscapeError, contained
 from asgard_provider.stages import pods
 from asgard_provider.stages.base import (
+    NAME_RULE,
     Built,
     ColumnUse,
     Node,
@@ -23,8 +24,9 @@ from asgard_provider.stages.base import (
     StageSpec,
     TableName,
     Write,
+    is_name,
 )
-from asgard_provider.stages.features import FeaturesStage, feature_view, key_uses
+from asgard_provider.stages.features import FeaturesStage, feature_refs, feature_set, feature_view, key_uses
 
 TASK = "train_model"
 #: Time the task has beyond the script's ``timeout_minutes``: reading features, registering, promoting.
@@ -62,6 +64,43 @@ class HyperparameterBound(StageModel):
         return schema
 
 
+class Partition(StageModel):
+    """One model per value of a column: each trains on the label rows holding its value."""
+
+    column: str = Field(description="column of the label table (and the features' source table) to split on")
+    values: list[str] = Field(
+        min_length=1,
+        description="one model per value, registered as <registered_model>_<value>, trained by task "
+        "<task>.<value>; each value is a name (lowercase letters, digits, underscores)",
+    )
+
+    @field_validator("values")
+    @classmethod
+    def _names(cls, values: list[str]) -> list[str]:
+        bad = [value for value in values if not is_name(value)]
+        if bad:
+            raise ValueError(f"{bad[0]!r}: {NAME_RULE}")
+        twice = sorted({value for value in values if values.count(value) > 1})
+        if twice:
+            raise ValueError(f"{twice[0]!r} is listed twice")
+        return values
+
+    def row_filter(self, value: str) -> str:
+        """Return the Iceberg row filter selecting ``value``'s rows (``category = 'fresh'``)."""
+        return f"{self.column} = '{value}'"
+
+
+@dataclass(frozen=True)
+class Model:
+    """One model a train stage registers: its task id, registered name and the rows it trains on."""
+
+    task_id: str
+    registered_model: str
+    #: the partition value (``None``: the stage has no partition)
+    value: str | None = None
+    row_filter: str | None = None
+
+
 class TrainStage(StageModel):
     """Run a training script under include/training/ and register its model.
 
@@ -82,9 +121,17 @@ class TrainStage(StageModel):
     champion's on the same rows, in the metric's direction; otherwise it is registered as `challenger`.
     """
 
+    name: str | None = Field(
+        default=None, description="task id (default train_model); several train stages need one each"
+    )
     script: str
     experiment: str
     registered_model: str
+    partition: Partition | None = Field(
+        default=None,
+        description="one model per value of a column (`{column: category, values: [fresh, dry]}`): a task group "
+        "<task> with one task per value, each model registered, gated and promoted on its own",
+    )
     label_table: TableName
     label_column: str
     task: TaskType = Field(
@@ -141,10 +188,34 @@ class TrainStage(StageModel):
         """``compare_metric``, or the task type's default."""
         return self.compare_metric or DEFAULT_COMPARE_METRIC[self.task]
 
+    @property
+    def task_id(self) -> str:
+        """The training task's id, or its task group's with a partition."""
+        return self.name or TASK
 
-def model(stage: TrainStage) -> str:
-    """Name the registered model as a resource of the pipeline graph (``mlflow:<model>``)."""
-    return f"mlflow:{stage.registered_model}"
+    def models(self) -> list[Model]:
+        """Every model the stage registers: one, or one per partition value (expanded when the DAG is parsed)."""
+        if self.partition is None:
+            return [Model(self.task_id, self.registered_model)]
+        part = self.partition
+        return [
+            Model(f"{self.task_id}.{value}", f"{self.registered_model}_{value}", value, part.row_filter(value))
+            for value in part.values
+        ]
+
+
+def model(name: str) -> str:
+    """Name a registered model as a resource of the pipeline graph (``mlflow:<model>``)."""
+    return f"mlflow:{name}"
+
+
+def _model_writes(stage: TrainStage, where: str) -> tuple[Write, ...]:
+    if stage.partition is None:
+        return (Write(model(stage.registered_model), f"{where}.registered_model", "registered model"),)
+    return tuple(
+        Write(model(m.registered_model), f"{where}.partition.values[{i}]", "registered model")
+        for i, m in enumerate(stage.models())
+    )
 
 
 def _script_problems(stage: TrainStage, where: str, base: Path) -> tuple[str, ...]:
@@ -160,42 +231,62 @@ def _script_problems(stage: TrainStage, where: str, base: Path) -> tuple[str, ..
 def spec(stage: TrainStage, where: str, base: Path, inputs: Mapping[str, Node]) -> StageSpec:
     """Describe the stage: it reads the feature view and the label table, writes the registered model."""
     label = Read(stage.label_table, f"{where}.label_table", f"{stage.label_table} is not produced by an earlier stage")
-    features = [Read(feature_view(inputs["features"].config))] if "features" in inputs else []
+    views = feature_set(inputs["features"]) if "features" in inputs else []
     uses = [ColumnUse(stage.label_table, stage.label_column, f"{where}.label_column")]
-    source = inputs["features"].config if "features" in inputs else None
-    if source is not None and source.source_table != stage.label_table:  # labels join on keys and timestamp
-        joined = key_uses(source, inputs["features"].where, stage.label_table)
+    if stage.partition is not None:
+        uses.append(ColumnUse(stage.label_table, stage.partition.column, f"{where}.partition.column"))
+    if views and views[0].config.source_table != stage.label_table:  # labels join on keys and timestamp
+        joined = key_uses(views[0].config, views[0].where, stage.label_table)
         uses += [replace(use, key=f"{use.key} (joined to {where}.label_table)") for use in joined]
+    tasks = tuple(m.task_id for m in stage.models())
     return StageSpec(
         label=stage.script,
-        tasks=(TASK,),
-        reads=(*features, label),
-        writes=(Write(model(stage)),),
+        tasks=tasks,
+        reads=(*(Read(feature_view(view.config)) for view in views), label),
+        writes=_model_writes(stage, where),
+        name=stage.name,
         problems=_script_problems(stage, where, base),
         uses=tuple(uses),
     )
 
 
 def build(node: Node, base: Path) -> Built:
-    """Build the training task; it reads its training set from the stage's feature view."""
+    """Build the training task (a task group of one per partition value); it reads the stage's feature set."""
+    stage: TrainStage = node.config
+    views = [view.config for view in feature_set(node.inputs["features"])]
+    if stage.partition is None:
+        task = _train_task(stage, views, stage.models()[0])
+        return Built(entry=task, exit=task)
+    from airflow.sdk import TaskGroup
+
+    with TaskGroup(
+        group_id=stage.task_id, tooltip=f"one {stage.registered_model} per {stage.partition.column}"
+    ) as group:
+        for one in stage.models():
+            _train_task(stage, views, one)
+    return Built(entry=group, exit=group)
+
+
+def _train_task(stage: TrainStage, views: list[FeaturesStage], one: Model) -> Any:
+    """One training task: ``one``'s model, trained on its rows of the label table."""
     from asgard_provider.assets import feature_view_asset, model_asset
     from asgard_provider.operators.mlflow import MLflowTrainOperator
 
-    stage: TrainStage = node.config
-    features: FeaturesStage = node.inputs["features"].config
+    entity = views[0]
+    kwargs: dict[str, Any] = {"row_filter": one.row_filter} if one.row_filter else {}
     task = pods.run(
         MLflowTrainOperator,
         stage,
-        task_id=TASK,
+        task_id=one.task_id.rsplit(".", 1)[-1],  # inside the stage's task group with a partition
         script=stage.script,
         experiment_name=stage.experiment,
-        registered_model_name=stage.registered_model,
-        features=features.feature_refs(),
-        feature_sources={features.feature_view: features.source_table},
+        registered_model_name=one.registered_model,
+        features=feature_refs(views),
+        feature_sources={view.feature_view: view.source_table for view in views},
         label_table=stage.label_table,
         label_column=stage.label_column,
-        entity_key=features.keys,
-        timestamp_field=features.timestamp_field,
+        entity_key=entity.keys,
+        timestamp_field=entity.timestamp_field,
         hyperparameters="{{ params.hyperparameters | tojson }}",
         task=stage.task,
         min_metrics=stage.min_metrics,
@@ -203,10 +294,11 @@ def build(node: Node, base: Path) -> Built:
         compare_metric=stage.comparison_metric,
         timeout=stage.timeout_minutes * 60,  # the operator's own limit: its error names the script and the limit
         execution_timeout=timedelta(minutes=stage.timeout_minutes + TASK_MARGIN_MINUTES),
+        **kwargs,
     )
-    task.inlets = [feature_view_asset(features.feature_view)]
-    task.outlets = [model_asset(stage.registered_model)]
-    return Built(entry=task, exit=task)
+    task.inlets = [feature_view_asset(view.feature_view) for view in views]
+    task.outlets = [model_asset(one.registered_model)]
+    return task
 
 
 def params(stage: TrainStage) -> dict[str, Any]:

@@ -116,3 +116,17 @@ def test_missing_and_untyped_key_columns_are_named(store_sku: pa.Table) -> None:
     with pytest.raises(FeatureStoreError, match=r"join key column 'price' has type double; a key is one of int"):
         _register(_series_spec(join_keys=["store_id", "price"]))
     assert FeastHook().get_store().list_feature_views() == []
+
+
+def test_a_feature_service_spans_the_registered_views_before_its_own(gold_metrics: pa.Table) -> None:
+    _register(_spec(feature_service=None))
+    second = [{"name": "purchase_frequency", "dtype": "float64"}]
+    _register(_spec(feature_view="customer_value", features=second, service_views=(FEATURE_VIEW,)))
+    service = FeastHook().get_store().get_feature_service("customer_churn_service")
+    projections = {p.name: [f.name for f in p.features] for p in service.feature_view_projections}
+    assert projections == {FEATURE_VIEW: [f["name"] for f in FEATURES], "customer_value": ["purchase_frequency"]}
+
+
+def test_a_feature_service_over_an_unregistered_view_names_it(gold_metrics: pa.Table) -> None:
+    with pytest.raises(FeatureStoreError, match=r"spans feature view 'not_yet'.*not registered.*register it first"):
+        _register(_spec(service_views=("not_yet",)))

@@ -103,9 +103,57 @@ PRODUCTION: dict[str, Any] = {
     },
 }
 
+#: One model per category (task groups train_model and batch_inference), two feature views registered in turn.
+DEMAND: dict[str, Any] = {
+    "edges": [
+        ("check_clean_daily_sales", "gold.demand_features_model_build"),
+        ("check_gold", "register_sku_profile"),
+        ("check_gold", "register_store_sku_demand"),
+        ("clean_daily_sales", "check_clean_daily_sales"),
+        ("clean_promotions", "gold.demand_features_model_build"),
+        ("gold.demand_features_model_build", "check_gold"),
+        ("ingest_daily_sales", "clean_daily_sales"),
+        ("ingest_promotions", "clean_promotions"),
+        ("ingest_stores", "clean_daily_sales"),
+        ("register_sku_profile", "train_model.dry"),
+        ("register_sku_profile", "train_model.fresh"),
+        ("register_sku_profile", "train_model.household"),
+        ("register_store_sku_demand", "register_sku_profile"),
+        ("register_store_sku_demand", "train_model.dry"),
+        ("register_store_sku_demand", "train_model.fresh"),
+        ("register_store_sku_demand", "train_model.household"),
+        ("train_model.dry", "batch_inference.dry"),
+        ("train_model.dry", "batch_inference.fresh"),
+        ("train_model.dry", "batch_inference.household"),
+        ("train_model.fresh", "batch_inference.dry"),
+        ("train_model.fresh", "batch_inference.fresh"),
+        ("train_model.fresh", "batch_inference.household"),
+        ("train_model.household", "batch_inference.dry"),
+        ("train_model.household", "batch_inference.fresh"),
+        ("train_model.household", "batch_inference.household"),
+    ],
+    "outlets": {
+        "batch_inference.dry": ["gold.demand_forecasts_dry"],
+        "batch_inference.fresh": ["gold.demand_forecasts_fresh"],
+        "batch_inference.household": ["gold.demand_forecasts_household"],
+        "check_clean_daily_sales": ["silver.daily_sales", "silver.daily_sales_quarantine"],
+        "check_gold": ["gold.demand_features"],
+        "clean_promotions": ["silver.promotions", "silver.promotions_quarantine"],
+        "ingest_daily_sales": ["bronze.daily_sales"],
+        "ingest_promotions": ["bronze.promotions"],
+        "ingest_stores": ["bronze.stores"],
+        "register_sku_profile": ["feature_view:sku_profile"],
+        "register_store_sku_demand": ["feature_view:store_sku_demand"],
+        "train_model.dry": ["model:demand_forecaster_dry"],
+        "train_model.fresh": ["model:demand_forecaster_fresh"],
+        "train_model.household": ["model:demand_forecaster_household"],
+    },
+}
+
 CASES = {
     "customer_churn": (INCLUDE / "pipelines" / "customer_churn.yaml", CHURN),
     "customer_value": (INCLUDE / "pipelines" / "customer_value.yaml", VALUE),
+    "demand_forecasting": (INCLUDE / "pipelines" / "demand_forecasting.yaml", DEMAND),
     "customer_churn_production": (REPO / "tests/fixtures/pipelines/good/customer_churn_production.yaml", PRODUCTION),
 }
 
