@@ -219,7 +219,8 @@ def predict(model: Any, features: Any, task: str) -> Predictions:
     if task == BINARY:
         positive = [float(c) for c in classes].index(1.0)
         return Predictions(task, proba[:, positive], proba, classes)
-    return Predictions(task, np.asarray(classes, dtype=object)[proba.argmax(axis=1)], proba, classes)
+    # The classes' own dtype (integers stay integers): sklearn's metrics reject an object array of numbers.
+    return Predictions(task, np.asarray(classes)[proba.argmax(axis=1)], proba, classes)
 
 
 def metric(name: str, task: str, labels: Any, predictions: Predictions) -> float:
