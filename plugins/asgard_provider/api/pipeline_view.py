@@ -45,16 +45,23 @@ class Predictions:
 
 
 @dataclass(frozen=True)
+class ModelSection:
+    """One registered model of the pipeline: its promotion history and the predictions it writes."""
+
+    name: str
+    history: PromotionHistory | None
+    predictions: Predictions | None
+
+
+@dataclass(frozen=True)
 class PipelinePage:
-    """Everything the page of one pipeline shows."""
+    """Everything the page of one pipeline shows (a section per model: several with ``train.partition``)."""
 
     pipeline: str
     description: str
     tables: list[TableState]
     feature_views: list[dict[str, Any]]
-    model_name: str | None
-    models: PromotionHistory | None
-    predictions: Predictions | None
+    models: list[ModelSection]
     problems: list[str]
 
 
@@ -70,27 +77,34 @@ def pipeline_page(pipeline: str, base: Path | None = None, mlflow_conn_id: str |
         raise PipelineNotFoundError(f"no pipeline {pipeline!r}: no include/pipelines/{pipeline}.yaml")
     cfg = load_pipeline_config(path, base_dir=base)
     graph = PipelineGraph(cfg, base)
-    nodes = {node.kind.key: node.config for node in graph.nodes}
     tables = [_table(s["stage"], name) for s in graph.describe() for name in s["writes"] if _is_table(name)]
     problems: list[str] = []
-    models = None
-    model_name = getattr(nodes.get("train"), "registered_model", None)
-    if model_name:
-        try:
-            models = promotion_history(model_name, mlflow_conn_id)
-        except ModelNotFoundError:
-            problems.append(f"model {model_name!r} is not registered yet (the pipeline has not trained)")
-    predict = nodes.get("predict")
-    return PipelinePage(
-        pipeline=cfg.pipeline,
-        description=cfg.description or "",
-        tables=tables,
-        feature_views=[_view(nodes["features"])] if "features" in nodes else [],
-        model_name=model_name,
-        models=models,
-        predictions=predictions(predict.output_table) if predict else None,
-        problems=problems,
-    )
+    models = [_section(name, table, mlflow_conn_id, problems) for name, table in _models(graph.nodes)]
+    views = [_view(node.config) for node in graph.nodes if node.kind.key == "features"]
+    return PipelinePage(cfg.pipeline, cfg.description or "", tables, views, models, problems)
+
+
+def _models(nodes: Any) -> list[tuple[str, str | None]]:
+    """Return (registered model, predictions table or ``None``) of each model the pipeline trains, in order."""
+    from asgard_provider.stages.predict import scored
+
+    written = {
+        one.registered_model: table
+        for node in nodes
+        if node.kind.key == "predict"
+        for _, table, one in scored(node.config, node.inputs["train"].config)
+    }
+    trained = [one.registered_model for node in nodes if node.kind.key == "train" for one in node.config.models()]
+    return [(name, written.get(name)) for name in trained]
+
+
+def _section(name: str, table: str | None, mlflow_conn_id: str | None, problems: list[str]) -> ModelSection:
+    history = None
+    try:
+        history = promotion_history(name, mlflow_conn_id)
+    except ModelNotFoundError:
+        problems.append(f"model {name!r} is not registered yet (the pipeline has not trained)")
+    return ModelSection(name, history, predictions(table) if table else None)
 
 
 def _is_table(name: str) -> bool:
@@ -100,7 +114,7 @@ def _is_table(name: str) -> bool:
 def _view(stage: Any) -> dict[str, Any]:
     return {
         "name": stage.feature_view,
-        "join_keys": stage.keys(),
+        "join_keys": stage.keys,
         "source_table": stage.source_table,
         "features": [f.name for f in stage.features],
     }

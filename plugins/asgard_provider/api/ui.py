@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 
-from asgard_provider.api.pipeline_view import PipelinePage, Predictions, TableState, pipeline_page
+from asgard_provider.api.pipeline_view import ModelSection, PipelinePage, Predictions, TableState, pipeline_page
 from asgard_provider.api.plugin import PAGE_ROUTE
 from asgard_provider.api.promotions import PromotionHistory
 from asgard_provider.exceptions import PipelineNotFoundError
@@ -61,9 +61,7 @@ def render(data: PipelinePage) -> str:
         _tables(data.tables),
         "<h2>Feature views</h2>",
         _views(data.feature_views),
-        f"<h2>Model {escape(data.model_name or '')}</h2>",
-        _models(data.models),
-        _predictions(data.predictions),
+        *(_section(model, i) for i, model in enumerate(data.models)),
     ]
     return _document(data.pipeline, "".join(parts))
 
@@ -113,7 +111,18 @@ def _views(views: list[dict[str, Any]]) -> str:
     return _table(["feature view", "entity keys", "source table", "features"], rows, "feature-views")
 
 
-def _models(history: PromotionHistory | None) -> str:
+def _section(model: ModelSection, index: int) -> str:
+    """One model's history and predictions; element ids get ``-<n>`` after the first model (unique in the page)."""
+    suffix = f"-{index + 1}" if index else ""
+    return (
+        f"<section id=model{suffix}><h2>Model {escape(model.name)}</h2>"
+        + _models(model.history, suffix)
+        + _predictions(model.predictions, suffix)
+        + "</section>"
+    )
+
+
+def _models(history: PromotionHistory | None, suffix: str = "") -> str:
     if history is None:
         return "<p class=muted>No registered versions.</p>"
     metrics = [m for m in SHOWN_METRICS if any(m in e.metrics for e in history.history)]
@@ -133,10 +142,10 @@ def _models(history: PromotionHistory | None) -> str:
     summary = (
         f"<p>champion: <b>{escape(history.champion or '-')}</b>, challenger: {escape(history.challenger or '-')}</p>"
     )
-    return summary + _table(headers, rows, "models")
+    return summary + _table(headers, rows, f"models{suffix}")
 
 
-def _predictions(pred: Predictions | None) -> str:
+def _predictions(pred: Predictions | None, suffix: str = "") -> str:
     if pred is None:
         return ""
     title = f"<h2>Predictions {escape(pred.table)}</h2>"
@@ -145,13 +154,14 @@ def _predictions(pred: Predictions | None) -> str:
     drift_rows = [
         [_td(r["name"]), _td(r["psi"], "num"), _yes_no(r["drifted"], bad=True), *_stats(r)] for r in pred.drift
     ]
-    drift = _table(["feature", "PSI", "drifted", "mean", "training mean", "null rate"], drift_rows, "drift")
+    headers = ["feature", "PSI", "drifted", "mean", "training mean", "null rate"]
+    drift = _table(headers, drift_rows, f"drift{suffix}")
     return (
         title
         + f"<p>scored date {escape(pred.as_of_date)}</p>"
-        + _prediction_summary(pred.prediction)
+        + _prediction_summary(pred.prediction, suffix)
         + "<h2>Prediction distribution</h2>"
-        + _histogram(pred.histogram)
+        + _histogram(pred.histogram, suffix)
         + "<h2>Drift per feature</h2>"
         + drift
     )
@@ -166,15 +176,15 @@ def _stats(row: dict[str, Any]) -> list[str]:
     return [_td(row["mean"], "num"), _td(row["reference_mean"], "num"), _td(row["null_rate"], "num")]
 
 
-def _prediction_summary(row: dict[str, Any] | None) -> str:
+def _prediction_summary(row: dict[str, Any] | None, suffix: str = "") -> str:
     if row is None:
         return ""
     keys = ["rows", "mean", "reference_mean", "psi", "drifted", "positive_rate", "share_high", "share_medium"]
     keys += ["share_low", "model_version"]
-    return _table(keys, [[_td(row.get(k), "num") for k in keys]], "prediction-summary")
+    return _table(keys, [[_td(row.get(k), "num") for k in keys]], f"prediction-summary{suffix}")
 
 
-def _histogram(bins: list[tuple[float, float, int]]) -> str:
+def _histogram(bins: list[tuple[float, float, int]], suffix: str = "") -> str:
     top = max((count for _, _, count in bins), default=0) or 1
     rows = [
         [
@@ -184,4 +194,4 @@ def _histogram(bins: list[tuple[float, float, int]]) -> str:
         ]
         for low, high, count in bins
     ]
-    return _table(["probability", "rows", ""], rows, "histogram")
+    return _table(["predicted value", "rows", ""], rows, f"histogram{suffix}")

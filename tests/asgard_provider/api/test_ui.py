@@ -71,3 +71,21 @@ def test_page_shows_drift_per_feature_and_the_prediction_distribution(page: str,
 def test_page_shows_each_feature_views_entity_keys(page: str) -> None:
     views = {row[0]: row for row in _rows(page, "feature-views")}
     assert views["customer_churn_features"][1:3] == ["customer_id", "gold.customer_metrics"]
+
+
+def test_page_of_a_pipeline_with_a_model_per_partition_and_two_views(asgard_home) -> None:
+    """Before any run: one section per partition model (ids unique in the page), every feature view listed."""
+    from asgard_provider.api.pipeline_view import pipeline_page
+    from asgard_provider.api.ui import render
+
+    data = pipeline_page("demand_forecasting")
+    names = [m.name for m in data.models]
+    assert names == [f"demand_forecaster_{c}" for c in ("fresh", "dry", "household")]
+    assert [m.predictions.table for m in data.models] == [
+        f"gold.demand_forecasts_{c}" for c in ("fresh", "dry", "household")
+    ]
+    assert all(f"model {n!r} is not registered yet" in " ".join(data.problems) for n in names)
+    html = render(data)
+    views = {row[0]: row for row in _rows(html, "feature-views")}
+    assert len(views) == 2 and any(row[1] == "store_id, sku_id" for row in views.values())
+    assert html.count("<section id=model") == 3 and "id=model-3" in html
