@@ -26,6 +26,10 @@ from asgard_provider.settings import asgard_home
 DEFAULT_PROJECT = "asgard"
 #: Prefix of the environment variables Airflow (and a task pod) reads connections from.
 CONN_ENV_PREFIX = "AIRFLOW_CONN_"
+#: Default connection ids; when one is not defined, the embedded store under ``$ASGARD_HOME`` is used.
+ICEBERG_CONN_ID = "asgard_iceberg_default"
+MLFLOW_CONN_ID = "asgard_mlflow_default"
+FEAST_CONN_ID = "asgard_feast_default"
 
 _SQL_SCHEMES = ("postgresql", "postgres", "mysql", "sqlite")
 
@@ -33,15 +37,25 @@ _SQL_SCHEMES = ("postgresql", "postgres", "mysql", "sqlite")
 class ConnectionLike(Protocol):
     """What the settings functions read from an Airflow ``Connection`` (or a :class:`ConnectionRecord`)."""
 
-    host: str | None
-    port: int | None
-    login: str | None
-    password: str | None
+    @property
+    def host(self) -> str | None:
+        """Host (or URL)."""
+
+    @property
+    def port(self) -> int | None:
+        """Port."""
+
+    @property
+    def login(self) -> str | None:
+        """User name."""
+
+    @property
+    def password(self) -> str | None:
+        """Password."""
 
     @property
     def extra_dejson(self) -> dict[str, Any]:
         """The connection's extra as a dict."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -83,7 +97,7 @@ def env_connection(conn_id: str, environ: Mapping[str, str] | None = None) -> Co
     return ConnectionRecord(
         conn_id=conn_id,
         host=data.get("host"),
-        port=int(port) if port not in (None, "") else None,
+        port=int(str(port)) if port not in (None, "") else None,
         login=data.get("login"),
         password=data.get("password"),
         extra=dict(extra),
@@ -352,3 +366,30 @@ class Stores:
     catalog: CatalogSettings
     mlflow: MLflowSettings
     feast: FeastSettings
+
+
+def env_stores(
+    iceberg_conn_id: str = ICEBERG_CONN_ID,
+    mlflow_conn_id: str = MLFLOW_CONN_ID,
+    feast_conn_id: str = FEAST_CONN_ID,
+    environ: Mapping[str, str] | None = None,
+) -> Stores:
+    """Resolve the three connections from ``AIRFLOW_CONN_*`` variables, as a task pod does (no Airflow there).
+
+    An undefined default connection means the embedded store; any other undefined connection is an error.
+    """
+
+    def conn(conn_id: str, default: str) -> ConnectionRecord | None:
+        found = env_connection(conn_id, environ)
+        if found is None and conn_id != default:
+            raise AsgardError(f"connection {conn_id!r} is not defined (${CONN_ENV_PREFIX}{conn_id.upper()})")
+        return found
+
+    catalog = conn(iceberg_conn_id, ICEBERG_CONN_ID)
+    mlflow = conn(mlflow_conn_id, MLFLOW_CONN_ID)
+    feast = conn(feast_conn_id, FEAST_CONN_ID)
+    return Stores(
+        catalog=catalog_settings(catalog) if catalog else CatalogSettings.embedded(),
+        mlflow=mlflow_settings(mlflow, mlflow_conn_id) if mlflow else MLflowSettings.embedded(),
+        feast=feast_settings(feast, feast_conn_id) if feast else FeastSettings.embedded(),
+    )

@@ -12,6 +12,7 @@ from airflow.sdk import BaseHook
 
 from asgard_provider.engines.stores import (
     DEFAULT_PROJECT,
+    FEAST_CONN_ID,
     FeastSettings,
     FeastStore,
     build_feature_store_config,
@@ -45,7 +46,7 @@ class FeastHook(BaseHook):
     """
 
     conn_name_attr = "feast_conn_id"
-    default_conn_name = "asgard_feast_default"
+    default_conn_name = FEAST_CONN_ID
     conn_type = "asgard_feast"
     hook_name = "Feast feature store (Asgard)"
 

@@ -12,7 +12,7 @@ from airflow.sdk import BaseHook
 from asgard_provider.catalog import CatalogSettings, split_table_name
 from asgard_provider.engines import iceberg_tables
 from asgard_provider.engines.iceberg_tables import parse_partition_expression, write_batches
-from asgard_provider.engines.stores import catalog_settings, open_catalog
+from asgard_provider.engines.stores import ICEBERG_CONN_ID, catalog_settings, open_catalog
 from asgard_provider.exceptions import CatalogError
 
 __all__ = ["IcebergHook", "parse_partition_expression"]
@@ -28,7 +28,7 @@ class IcebergHook(BaseHook):
     """
 
     conn_name_attr = "iceberg_conn_id"
-    default_conn_name = "asgard_iceberg_default"
+    default_conn_name = ICEBERG_CONN_ID
     conn_type = "asgard_iceberg"
     hook_name = "Iceberg catalog (Asgard)"
 

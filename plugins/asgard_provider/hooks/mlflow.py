@@ -8,7 +8,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from asgard_provider.engines.mlflow_store import MLflowStore
-from asgard_provider.engines.stores import MLflowSettings, embedded_mlflow_dir, mlflow_settings, urlport
+from asgard_provider.engines.stores import MLFLOW_CONN_ID, MLflowSettings, embedded_mlflow_dir, mlflow_settings, urlport
 from asgard_provider.exceptions import TrainingError
 from asgard_provider.library_logs import quiet_library_logs
 
@@ -26,7 +26,7 @@ class MLflowHook(BaseHook, MLflowStore):
     """
 
     conn_name_attr = "mlflow_conn_id"
-    default_conn_name = "asgard_mlflow_default"
+    default_conn_name = MLFLOW_CONN_ID
     conn_type = "asgard_mlflow"
     hook_name = "MLflow (Asgard)"
 
