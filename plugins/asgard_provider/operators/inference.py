@@ -57,6 +57,8 @@ class BatchInferenceOperator(LineageMixin, BaseOperator):
         "monitoring_table",
     )
     ui_color = "#2e8b57"
+    #: What :mod:`asgard_provider.pod_entry` runs for this operator under ``runner: kubernetes``.
+    pod_engine = "score"
 
     def __init__(
         self,

@@ -101,6 +101,8 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
     )
     template_fields_renderers = {"hyperparameters": "json"}
     ui_color = "#0194e2"
+    #: What :mod:`asgard_provider.pod_entry` runs for this operator under ``runner: kubernetes``.
+    pod_engine = "train"
     operator_extra_links = (MLflowRunLink(), MLflowModelVersionLink())
 
     def __init__(
