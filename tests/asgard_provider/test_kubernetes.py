@@ -266,3 +266,39 @@ def test_driver_result_line_round_trips() -> None:
     with pytest.raises(SystemExit):
         main([])
     assert RESULT_MARKER.endswith(" ") and decode_spec(encode_spec({"a": [1, "ü"]})) == {"a": [1, "ü"]}
+
+
+def test_pod_entry_refuses_unknown_engines_and_arguments() -> None:
+    from asgard_provider.exceptions import AsgardError
+    from asgard_provider.pod_entry import main, run
+
+    with pytest.raises(AsgardError, match=r"engine 'shell' may not run in an Asgard pod \(allowed: train, score\)"):
+        run({"engine": "shell", "args": {}})
+    with pytest.raises(AsgardError, match="the arguments of engine 'train' do not fit it"):
+        run({"engine": "train", "args": {"script": "x.py", "command": "rm -rf /"}})
+    assert main([]) == 2
+
+
+def test_pod_reads_json_connections_without_airflow_and_never_quotes_them() -> None:
+    from asgard_provider.engines.stores import env_stores
+    from asgard_provider.exceptions import AsgardError
+
+    environ = {
+        "AIRFLOW_CONN_ASGARD_ICEBERG_DEFAULT": json.dumps(REST_CATALOG),
+        "AIRFLOW_CONN_ASGARD_MLFLOW_DEFAULT": json.dumps(
+            {"conn_type": "asgard_mlflow", "host": "mlflow.asgard.svc", "port": 5000, "password": "pw-mlflow"}
+        ),
+        "AIRFLOW_CONN_BROKEN": "asgard-mlflow://user:pw-in-uri@mlflow:5000",
+    }
+    stores = env_stores(environ=environ)
+    assert stores.catalog.type == "rest" and stores.catalog.uri == "http://iceberg-rest.asgard.svc:8181"
+    assert stores.catalog.properties["s3.endpoint"] == "http://minio.asgard.svc:9000"
+    assert stores.mlflow.tracking_uri == "http://mlflow.asgard.svc:5000"
+    assert stores.mlflow.env()["MLFLOW_TRACKING_PASSWORD"] == "pw-mlflow"
+    assert "pw-mlflow" not in repr(stores)
+    assert stores.feast.project == "asgard"  # undefined default connection: the embedded store
+    with pytest.raises(AsgardError, match=r"\$AIRFLOW_CONN_BROKEN is not a JSON connection object") as err:
+        env_stores(mlflow_conn_id="broken", environ=environ)
+    assert "pw-in-uri" not in str(err.value)
+    with pytest.raises(AsgardError, match=r"connection 'missing' is not defined \(\$AIRFLOW_CONN_MISSING\)"):
+        env_stores(feast_conn_id="missing", environ=environ)
