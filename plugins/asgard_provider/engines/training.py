@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -232,14 +232,7 @@ class Trainer:
     def run(self, on_started: Callable[[RunStarted], None] | None = None) -> TrainingOutcome:
         """Train, register, gate and promote; ``on_started`` hears of the MLflow run before the script starts."""
         spec = self.spec
-        script = resolve_script(spec.script, spec.include_dir)
-        if not spec.features:
-            raise TrainingError(f"no features given for training script {script.name}")
-        problems = evaluation.metric_problems(spec.task, "train.compare_metric", [spec.metric])
-        if spec.task not in evaluation.TASK_TYPES or problems:
-            evaluation.task_metrics(spec.task)  # names the unknown task type
-            raise TrainingError(f"task {spec.task_id}: {problems[0]}")
-        params = spec.params()
+        script, params = self._checked()
         with self.timings.step("input_snapshots"):
             label_snapshot, inputs = self._input_snapshots()
         with self.timings.step("create_run"):
@@ -266,6 +259,18 @@ class Trainer:
         outcome = self._register(started, model_uri, model_id, model, label_snapshot)
         self.log.info("training steps (seconds): %s", outcome.timings)
         return outcome
+
+    def _checked(self) -> tuple[Path, dict[str, Any]]:
+        """Return the script's path and the hyperparameters; raise before any MLflow call if the spec is wrong."""
+        spec = self.spec
+        script = resolve_script(spec.script, spec.include_dir)
+        if not spec.features:
+            raise TrainingError(f"no features given for training script {script.name}")
+        problems = evaluation.metric_problems(spec.task, "train.compare_metric", [spec.metric])
+        if spec.task not in evaluation.TASK_TYPES or problems:
+            evaluation.task_metrics(spec.task)  # names the unknown task type
+            raise TrainingError(f"task {spec.task_id}: {problems[0]}")
+        return script, spec.params()
 
     def kill(self) -> None:
         """Stop the training subprocess (and everything it forked), if it is running."""
@@ -584,8 +589,3 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
     except (ProcessLookupError, PermissionError):
         proc.kill()
     proc.wait()
-
-
-def spec_fields() -> Sequence[str]:
-    """Names of :class:`TrainingSpec`'s fields (the arguments a pod spec may give)."""
-    return list(TrainingSpec.__dataclass_fields__)
