@@ -184,7 +184,7 @@ class TrainingContext:
         """
         import mlflow
 
-        from asgard_provider.monitoring import frame_profile
+        from asgard_provider.engines.monitoring import frame_profile
 
         if mlflow.active_run() is None:
             raise TrainingError("log_datasets must be called inside `with mlflow.start_run():`")

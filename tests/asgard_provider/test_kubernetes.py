@@ -227,24 +227,36 @@ def test_production_dag_renders_valid_spark_applications_and_pods(production_con
         # the provider's XCom sidecar carries the operator's result back
         assert any(c["name"] == "airflow-xcom-sidecar" for c in pod["spec"]["containers"])
         spec = decode_spec(base["args"][0])
-        assert spec["context"] == {
-            "dag_id": "customer_churn_production",
-            "task_id": task.task_id,
-            "run_id": "scheduled__2025-11-11",
-            "try_number": 1,
-            "logical_date": "2025-11-11T06:00:00+00:00",
-            "data_interval_start": "2025-11-10T06:00:00+00:00",
-            "data_interval_end": "2025-11-11T06:00:00+00:00",
+        # The pod runs an engine with plain arguments; connection ids only (credentials come from env_from).
+        assert spec["connections"] == {
+            "iceberg_conn_id": "asgard_iceberg_default",
+            "mlflow_conn_id": "asgard_mlflow_default",
+            "feast_conn_id": "asgard_feast_default",
         }
+        assert "not-for-the-cluster" not in json.dumps(spec) and "also-secret" not in json.dumps(spec)
+        args = spec["args"]
         if task.task_id == "train_model":
-            assert spec["operator"] == "asgard_provider.operators.mlflow.MLflowTrainOperator"
-            assert json.loads(spec["kwargs"]["hyperparameters"]) == {"n_estimators": 100, "max_depth": 10}
-            assert spec["kwargs"]["timeout"] == 3600
-            assert spec["kwargs"]["script"] == "churn_training.py"
+            assert spec["engine"] == "train"
+            assert json.loads(args["hyperparameters"]) == {"n_estimators": 100, "max_depth": 10}
+            assert args["timeout"] == 3600
+            assert args["script"] == "churn_training.py"
+            assert args["where"] == "include/pipelines/customer_churn_production.yaml"
+            assert args["run_name"] == "train_model__scheduled__2025-11-11"
+            assert args["run_tags"] == {
+                "airflow.dag_id": "customer_churn_production",
+                "airflow.run_id": "scheduled__2025-11-11",
+                "airflow.task_id": "train_model",
+                "airflow.logical_date": "2025-11-11T06:00:00+00:00",
+                "airflow.try_number": "1",
+            }
+            assert args["label_table"] == "gold.customer_metrics" and args["entity_keys"] == ["customer_id"]
         else:
-            assert spec["operator"] == "asgard_provider.operators.inference.BatchInferenceOperator"
-            assert spec["kwargs"]["as_of"] == "2025-11-11"
-            assert spec["kwargs"]["output_table"] == "gold.customer_churn_predictions"
+            assert spec["engine"] == "score"
+            assert args["as_of"] == "2025-11-11"
+            assert args["output_table"] == "gold.customer_churn_predictions"
+            assert args["interval_start"] == "2025-11-10 06:00:00+00:00"  # {{ data_interval_start }}, rendered
+            assert args["interval_end"] == "2025-11-11 06:00:00+00:00"
+            assert args["run_id"] == "scheduled__2025-11-11"
             assert task.publish_tables == ["gold.customer_churn_predictions"]
 
 
@@ -254,3 +266,39 @@ def test_driver_result_line_round_trips() -> None:
     with pytest.raises(SystemExit):
         main([])
     assert RESULT_MARKER.endswith(" ") and decode_spec(encode_spec({"a": [1, "ü"]})) == {"a": [1, "ü"]}
+
+
+def test_pod_entry_refuses_unknown_engines_and_arguments() -> None:
+    from asgard_provider.exceptions import AsgardError
+    from asgard_provider.pod_entry import main, run
+
+    with pytest.raises(AsgardError, match=r"engine 'shell' may not run in an Asgard pod \(allowed: train, score\)"):
+        run({"engine": "shell", "args": {}})
+    with pytest.raises(AsgardError, match="the arguments of engine 'train' do not fit it"):
+        run({"engine": "train", "args": {"script": "x.py", "command": "rm -rf /"}})
+    assert main([]) == 2
+
+
+def test_pod_reads_json_connections_without_airflow_and_never_quotes_them() -> None:
+    from asgard_provider.engines.stores import env_stores
+    from asgard_provider.exceptions import AsgardError
+
+    environ = {
+        "AIRFLOW_CONN_ASGARD_ICEBERG_DEFAULT": json.dumps(REST_CATALOG),
+        "AIRFLOW_CONN_ASGARD_MLFLOW_DEFAULT": json.dumps(
+            {"conn_type": "asgard_mlflow", "host": "mlflow.asgard.svc", "port": 5000, "password": "pw-mlflow"}
+        ),
+        "AIRFLOW_CONN_BROKEN": "asgard-mlflow://user:pw-in-uri@mlflow:5000",
+    }
+    stores = env_stores(environ=environ)
+    assert stores.catalog.type == "rest" and stores.catalog.uri == "http://iceberg-rest.asgard.svc:8181"
+    assert stores.catalog.properties["s3.endpoint"] == "http://minio.asgard.svc:9000"
+    assert stores.mlflow.tracking_uri == "http://mlflow.asgard.svc:5000"
+    assert stores.mlflow.env()["MLFLOW_TRACKING_PASSWORD"] == "pw-mlflow"
+    assert "pw-mlflow" not in repr(stores)
+    assert stores.feast.project == "asgard"  # undefined default connection: the embedded store
+    with pytest.raises(AsgardError, match=r"\$AIRFLOW_CONN_BROKEN is not a JSON connection object") as err:
+        env_stores(mlflow_conn_id="broken", environ=environ)
+    assert "pw-in-uri" not in str(err.value)
+    with pytest.raises(AsgardError, match=r"connection 'missing' is not defined \(\$AIRFLOW_CONN_MISSING\)"):
+        env_stores(feast_conn_id="missing", environ=environ)

@@ -123,16 +123,6 @@ def test_training_task_stores_links_to_its_run_and_model_version(
     )
 
 
-def test_operators_inside_a_pod_push_nothing_for_links() -> None:
-    from asgard_provider.links import MLFLOW_XCOM, push
-    from asgard_provider.pod_entry import task_context
-
-    # The pod's task instance is a plain record (results return through the XCom sidecar): push must skip it.
-    context = task_context({"dag_id": "customer_churn", "task_id": "train_model", "run_id": "manual__1"})
-    push(context, MLFLOW_XCOM, {"run_id": "abc"})
-    assert not hasattr(context["ti"], "xcom_push")
-
-
 def test_mlflow_links_fall_back_to_the_asgard_page_without_an_mlflow_ui() -> None:
     from asgard_provider.links import MLflowModelVersionLink, MLflowRunLink
 

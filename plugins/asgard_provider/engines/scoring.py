@@ -1,12 +1,15 @@
-"""Batch scoring without Airflow: pick the rows to score, predict them in batches, shape the prediction columns.
+"""Batch scoring without Airflow: pick the rows to score, predict them in batches, write predictions and drift.
 
-The operator (:class:`~asgard_provider.operators.inference.BatchInferenceOperator`) opens the table, the model
-and the feature store through its hooks and hands them to :func:`select_entities` and :class:`BatchScorer`; the
-batches it gets back are written to Iceberg in one commit.
+:func:`score` runs one :class:`ScoringSpec` against plain :class:`~asgard_provider.engines.stores.Stores`: it
+resolves the model version, selects the entity rows (:func:`select_entities`), scores them batch by batch with
+features from a Feast point-in-time join (:class:`BatchScorer`), replaces the date's predictions in one Iceberg
+commit and the date's monitoring rows in another. :class:`~asgard_provider.operators.inference.BatchInferenceOperator`
+and the task pod (:mod:`asgard_provider.pod_entry`) both call it.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,9 +19,31 @@ from typing import Any, Literal, get_args
 import numpy as np
 import pyarrow as pa
 
-from asgard_provider.evaluation import BINARY, DECISION_THRESHOLD, MULTICLASS, REGRESSION, check_model, risk_level
-from asgard_provider.exceptions import FeatureStoreError, InferenceError, ModelTaskError
-from asgard_provider.monitoring import RunningStats, reference_profile
+from asgard_provider.engines.iceberg_tables import load_table, write_batches
+from asgard_provider.engines.mlflow_store import MLflowStore
+from asgard_provider.engines.monitoring import (
+    DRIFT_THRESHOLD,
+    MonitoringOutcome,
+    RunningStats,
+    load_reference,
+    log_drift,
+    monitoring_report,
+    monitoring_table,
+    reference_profile,
+)
+from asgard_provider.engines.stores import FeastStore, Stores, open_catalog
+from asgard_provider.evaluation import (
+    BINARY,
+    DECISION_THRESHOLD,
+    DEFAULT_RISK_THRESHOLDS,
+    MULTICLASS,
+    REGRESSION,
+    TASK_TYPES,
+    check_model,
+    risk_level,
+    risk_thresholds,
+)
+from asgard_provider.exceptions import CatalogError, FeatureStoreError, InferenceError, ModelTaskError
 from asgard_provider.training import EVENT_TIMESTAMP
 
 Scope = Literal["latest", "new_events", "all"]
@@ -32,6 +57,7 @@ ROW_ID = "__asgard_row"
 DEFAULT_VALUE_COLUMN = {BINARY: "probability", REGRESSION: "prediction"}
 
 _UNSAFE = re.compile(r"[^0-9a-zA-Z_]+")
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -307,3 +333,257 @@ class BatchScorer:
             out[column] = proba[:, i]
             tally.stats[column].add(proba[:, i])
         return out
+
+
+@dataclass(frozen=True)
+class ScoringSpec:
+    """One batch-inference run: the model, the rows ``scope`` selects, the output and monitoring tables.
+
+    ``as_of`` is a date (``YYYY-MM-DD``, a longer ISO timestamp is cut), ``interval_start``/``interval_end`` the
+    run's data interval (ISO timestamps; only ``new_events`` needs them). ``monitoring_table`` defaults to
+    ``<output_table>_monitoring``; ``run_id`` is recorded on both tables' snapshots.
+    """
+
+    model_name: str
+    feature_refs: Sequence[str]
+    entity_table: str
+    entity_keys: Sequence[str]
+    timestamp_field: str
+    output_table: str
+    as_of: str
+    scope: str = "latest"
+    interval_start: str = ""
+    interval_end: str = ""
+    task: str = BINARY
+    prediction_column: str | None = None
+    class_column: str = "prediction"
+    probability_prefix: str = "probability_"
+    model_alias: str = "champion"
+    model_version: str | None = None
+    thresholds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_RISK_THRESHOLDS))
+    decision_threshold: float = DECISION_THRESHOLD
+    batch_size: int = 50_000
+    monitoring_table: str | None = None
+    monitor: bool = True
+    drift_threshold: float = DRIFT_THRESHOLD
+    task_id: str = "batch_inference"
+    run_id: str = ""
+    #: Iceberg filter on the entity rows (``category = 'fresh'``: the rows of one partition's model).
+    row_filter: str | None = None
+
+    def columns(self) -> PredictionColumns:
+        """Return the prediction columns (checks task and scope)."""
+        if self.task not in TASK_TYPES:
+            raise InferenceError(f"task {self.task!r} of {self.task_id} is not one of {', '.join(TASK_TYPES)}")
+        if self.scope not in SCOPES:
+            raise InferenceError(f"scope {self.scope!r} of {self.task_id} is not one of {', '.join(SCOPES)}")
+        return PredictionColumns(
+            task=self.task,
+            value_column=self.prediction_column,
+            class_column=self.class_column,
+            probability_prefix=self.probability_prefix,
+            thresholds=risk_thresholds(self.thresholds),
+            decision_threshold=self.decision_threshold,
+        )
+
+    def as_of_date(self) -> date:
+        """``as_of`` as a date."""
+        text = str(self.as_of).strip()
+        try:
+            return date.fromisoformat(text[:10])
+        except ValueError:
+            raise InferenceError(f"as_of {self.as_of!r} is not a date (YYYY-MM-DD)") from None
+
+    def interval(self) -> tuple[datetime, datetime] | None:
+        """Return the data interval, or ``None`` when it is not given (refused for ``new_events``)."""
+        try:
+            return datetime.fromisoformat(str(self.interval_start)), datetime.fromisoformat(str(self.interval_end))
+        except ValueError:
+            if self.scope == "new_events":
+                raise InferenceError(
+                    f"scope new_events needs the data interval; got {self.interval_start!r} .. {self.interval_end!r}"
+                ) from None
+            return None
+
+    @property
+    def monitoring(self) -> str:
+        """The monitoring table's name."""
+        return self.monitoring_table or monitoring_table(self.output_table)
+
+
+@dataclass(frozen=True)
+class ScoringOutcome:
+    """A finished batch inference: rows written, the model version used, the snapshot and the monitoring."""
+
+    table: str
+    rows_written: int
+    snapshot_id: int | None
+    model_name: str
+    model_version: str
+    as_of: date
+    scope: str
+    tracking_uri: str
+    monitoring: MonitoringOutcome | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the task's result (XCom)."""
+        return {
+            "rows": self.rows_written,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "table": self.table,
+            "snapshot_id": self.snapshot_id,
+            "as_of_date": self.as_of.isoformat(),
+            "scope": self.scope,
+            "monitoring": self.monitoring.as_dict() if self.monitoring else {},
+        }
+
+    def event_extra(self) -> dict[str, Any]:
+        """Return the predictions table's asset-event extra."""
+        return {
+            "snapshot_id": self.snapshot_id,
+            "rows_written": self.rows_written,
+            "as_of_date": self.as_of.isoformat(),
+            "model_version": self.model_version,
+            **(self.monitoring.event_extra() if self.monitoring else {}),
+        }
+
+
+def score(spec: ScoringSpec, stores: Stores, log: logging.Logger = _LOG) -> ScoringOutcome:
+    """Score the rows ``spec.scope`` selects, replace the ``as_of`` date's predictions and monitoring rows."""
+    as_of, columns = spec.as_of_date(), spec.columns()
+    if spec.batch_size <= 0:
+        raise InferenceError(f"batch_size must be positive, got {spec.batch_size}")
+    if not spec.feature_refs:
+        raise InferenceError(f"no feature_refs given to score {spec.model_name!r}")
+    mlflow = MLflowStore(stores.mlflow)
+    version = mlflow.version_for(
+        spec.model_name, alias=None if spec.model_version else spec.model_alias, version=spec.model_version
+    )
+    model = mlflow.load_sklearn_model(spec.model_name, version)
+    catalog = open_catalog(stores.catalog)
+    entities = _entities(spec, catalog, as_of, log)
+    feast = FeastStore(stores.feast, stores.catalog)
+    scorer = BatchScorer(
+        model,
+        columns,
+        model_columns(model, spec.feature_refs, f"{spec.model_name} version {version}"),
+        lambda chunk: feast.historical_features(chunk, list(spec.feature_refs)),
+        ModelStamp(spec.model_name, str(version), as_of, datetime.now(UTC)),
+        keep_timestamp=None if spec.scope == "latest" else spec.timestamp_field,
+    )
+    log.info(
+        "scoring %d rows (scope %s) of %s as of %s with %s version %s",
+        len(entities.frame),
+        spec.scope,
+        spec.entity_table,
+        as_of,
+        spec.model_name,
+        version,
+    )
+    reference = load_reference(mlflow, spec.model_name, version, log) if spec.monitor else {}
+    tally = scorer.tally(reference)
+    properties = {"asgard.model": f"{spec.model_name}/{version}", "asgard.as_of": as_of.isoformat()}
+    properties["airflow.run_id"] = spec.run_id
+    try:
+        written = write_batches(
+            catalog,
+            spec.output_table,
+            scorer.batches(entities, spec.batch_size, tally),
+            mode="overwrite",
+            overwrite_filter=f"as_of_date == '{as_of.isoformat()}'",
+            partition_by=["as_of_date"],
+            schema=scorer.schema(entities),
+            snapshot_properties=properties,
+        )
+    except CatalogError as exc:
+        raise InferenceError(f"writing predictions to {spec.output_table} failed: {exc}") from exc
+    rows, table, snapshot = written.rows_written, written.table, written.snapshot_id
+    log.info("wrote %s predictions for %s to %s (snapshot %s)", rows, as_of, table, snapshot)
+    monitoring = _monitor(spec, catalog, scorer, tally, reference, properties, log) if spec.monitor else None
+    return ScoringOutcome(
+        table=written.table,
+        rows_written=written.rows_written,
+        snapshot_id=written.snapshot_id,
+        model_name=spec.model_name,
+        model_version=str(version),
+        as_of=as_of,
+        scope=spec.scope,
+        tracking_uri=mlflow.tracking_uri(),
+        monitoring=monitoring,
+    )
+
+
+def model_columns(model: Any, feature_refs: Sequence[str], what: str) -> list[str]:
+    """Feature columns in the order the model was fitted with; all must be among ``feature_refs``."""
+    available = [ref.split(":", 1)[-1] for ref in feature_refs]
+    fitted = [str(c) for c in getattr(model, "feature_names_in_", [])]
+    missing = [c for c in fitted if c not in available]
+    if missing:
+        raise InferenceError(
+            f"{what} was trained on {', '.join(missing)}, which feature_refs ({', '.join(feature_refs)}) do not provide"
+        )
+    return fitted or available
+
+
+def _entities(spec: ScoringSpec, catalog: Any, as_of: date, log: logging.Logger) -> Entities:
+    """Select the rows ``scope`` picks, sorted by key and timestamp."""
+    try:
+        table = load_table(catalog, spec.entity_table)
+    except CatalogError as exc:
+        raise InferenceError(f"cannot read entities from {spec.entity_table}: {exc}") from exc
+    try:
+        entities = select_entities(
+            table, spec.entity_keys, spec.timestamp_field, spec.scope, as_of, spec.interval(), spec.row_filter
+        )
+    except InferenceError as exc:
+        raise InferenceError(f"{spec.entity_table}: {exc}") from None
+    if entities.frame.empty:
+        log.warning("%s: scope %s selects no rows for %s", spec.entity_table, spec.scope, as_of)
+    return entities
+
+
+def _monitor(
+    spec: ScoringSpec,
+    catalog: Any,
+    scorer: BatchScorer,
+    tally: ScoringTally,
+    reference: Mapping[str, Any],
+    properties: dict[str, str],
+    log: logging.Logger,
+) -> MonitoringOutcome:
+    """Write this date's monitoring rows (replacing earlier ones) and return them with the summary."""
+    as_of, model = scorer.stamp.as_of, (spec.model_name, scorer.stamp.model_version)
+    report = monitoring_report(
+        tally.stats,
+        scorer.columns.monitored(scorer.classes),
+        tally.levels if spec.task == BINARY else None,
+        reference,
+        as_of=as_of,
+        model=model,
+        computed_at=datetime.now(UTC),
+        drift_threshold=spec.drift_threshold,
+    )
+    try:
+        written = write_batches(
+            catalog,
+            spec.monitoring,
+            [report.table()],
+            mode="overwrite",
+            overwrite_filter=f"as_of_date == '{as_of.isoformat()}'",
+            partition_by=["as_of_date"],
+            schema=report.table().schema,
+            snapshot_properties=properties,
+        )
+    except CatalogError as exc:
+        raise InferenceError(f"writing monitoring stats to {spec.monitoring} failed: {exc}") from exc
+    log_drift(report, as_of, model, spec.drift_threshold, log)
+    log.info(
+        "monitoring for %s written to %s (snapshot %s): prediction %s, feature PSI %s",
+        as_of,
+        written.table,
+        written.snapshot_id,
+        report.prediction,
+        {k: None if v is None else round(v, 4) for k, v in report.feature_psi.items()},
+    )
+    return MonitoringOutcome(written.table, written.snapshot_id, len(tally.stats), report)

@@ -2,94 +2,37 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
-import yaml
 from airflow.sdk import BaseHook
 
+from asgard_provider.engines.stores import (
+    DEFAULT_PROJECT,
+    FEAST_CONN_ID,
+    FeastSettings,
+    FeastStore,
+    build_feature_store_config,
+    embedded_feast_dir,
+    feast_settings,
+    online_store_config,
+    registry_config,
+)
 from asgard_provider.exceptions import FeatureStoreError
 from asgard_provider.library_logs import quiet_library_logs
-from asgard_provider.settings import asgard_home
 
-#: Feast project used when the connection does not name one.
-DEFAULT_PROJECT = "asgard"
-
-_SQL_SCHEMES = ("postgresql", "postgres", "mysql", "sqlite")
-
-
-def embedded_feast_dir() -> Path:
-    """Folder holding the embedded registry, online store and repo: ``$ASGARD_HOME/feast``."""
-    return asgard_home() / "feast"
-
-
-def registry_config(registry: str | dict[str, Any]) -> dict[str, Any]:
-    """Turn a registry setting into Feast's ``registry:`` block.
-
-    A database URL (``postgresql+psycopg2://user:pw@host/db``) becomes a SQL registry; anything else is a
-    registry file (local path or object-store URI). A mapping is passed through unchanged.
-    """
-    if isinstance(registry, dict):
-        return dict(registry)
-    scheme = urlsplit(registry).scheme.split("+")[0]
-    if scheme in _SQL_SCHEMES:
-        return {
-            "registry_type": "sql",
-            "path": registry,
-            "cache_ttl_seconds": 60,
-            "sqlalchemy_config_kwargs": {"echo": False, "pool_pre_ping": True},
-        }
-    return {"registry_type": "file", "path": registry, "cache_ttl_seconds": 60}
-
-
-def online_store_config(online_store: str | dict[str, Any]) -> dict[str, Any]:
-    """Turn an online-store setting into Feast's ``online_store:`` block.
-
-    ``redis://[:password@]host:port[/db]`` and Feast's own ``host:port,db=0`` form select Redis;
-    ``sqlite:///path/online.db`` or a path ending in ``.db`` select SQLite. A mapping is passed through.
-    """
-    if isinstance(online_store, dict):
-        return dict(online_store)
-    if online_store.startswith(("redis://", "rediss://")):
-        parts = urlsplit(online_store)
-        conn = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
-        db = parts.path.strip("/")
-        if db:
-            conn += f",db={db}"
-        if parts.password:
-            conn += f",password={unquote(parts.password)}"
-        if parts.scheme == "rediss":
-            conn += ",ssl=true"
-        return {"type": "redis", "connection_string": conn}
-    if online_store.startswith("sqlite:///"):
-        return {"type": "sqlite", "path": online_store[len("sqlite:///") :]}
-    if online_store.endswith(".db"):
-        return {"type": "sqlite", "path": online_store}
-    return {"type": "redis", "connection_string": online_store}
-
-
-def build_feature_store_config(
-    *,
-    project: str = DEFAULT_PROJECT,
-    registry: str | dict[str, Any] | None = None,
-    online_store: str | dict[str, Any] | None = None,
-    offline_store: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Contents of ``feature_store.yaml``; unset parts fall back to the embedded files under ``$ASGARD_HOME``."""
-    home = embedded_feast_dir()
-    return {
-        "project": project,
-        "provider": "local",
-        "registry": registry_config(registry if registry is not None else str(home / "registry.db")),
-        "online_store": online_store_config(online_store if online_store is not None else str(home / "online.db")),
-        "offline_store": dict(offline_store or {"type": "duckdb"}),
-        "entity_key_serialization_version": 3,
-    }
+# The store's settings live in engines.stores (no Airflow there); these names stay importable from here.
+__all__ = [
+    "DEFAULT_PROJECT",
+    "FeastHook",
+    "build_feature_store_config",
+    "embedded_feast_dir",
+    "online_store_config",
+    "registry_config",
+]
 
 
 class FeastHook(BaseHook):
@@ -103,7 +46,7 @@ class FeastHook(BaseHook):
     """
 
     conn_name_attr = "feast_conn_id"
-    default_conn_name = "asgard_feast_default"
+    default_conn_name = FEAST_CONN_ID
     conn_type = "asgard_feast"
     hook_name = "Feast feature store (Asgard)"
 
@@ -120,37 +63,34 @@ class FeastHook(BaseHook):
         return ui_field_behaviour(cls.conn_type)
 
     @cached_property
-    def _settings(self) -> tuple[dict[str, Any], Path]:
+    def _settings(self) -> FeastSettings:
         try:
             conn = self.get_connection(self.feast_conn_id)
         except Exception as exc:
             if self.feast_conn_id == self.default_conn_name:
-                return build_feature_store_config(), embedded_feast_dir() / "repo"
+                return FeastSettings.embedded()
             raise FeatureStoreError(f"Airflow connection {self.feast_conn_id!r} is not defined") from exc
-        extra = conn.extra_dejson
-        online = extra.get("online_store")
-        if online is None and conn.host:
-            online = f"{conn.host}:{conn.port or 6379}" + (f",password={conn.password}" if conn.password else "")
-        try:
-            config = build_feature_store_config(
-                project=extra.get("project", DEFAULT_PROJECT),
-                registry=extra.get("registry"),
-                online_store=online,
-                offline_store=extra.get("offline_store"),
-            )
-        except (TypeError, ValueError) as exc:
-            raise FeatureStoreError(f"invalid Feast settings in connection {self.feast_conn_id!r}: {exc}") from exc
-        return config, Path(extra.get("repo_path") or embedded_feast_dir() / "repo")
+        return feast_settings(conn, self.feast_conn_id)
+
+    @cached_property
+    def _access(self) -> FeastStore:
+        from asgard_provider.hooks.iceberg import IcebergHook
+
+        return FeastStore(self._settings, IcebergHook().settings)
+
+    def settings(self) -> FeastSettings:
+        """Feature-store config and repo folder from the connection (or the embedded default)."""
+        return self._settings
 
     @property
     def config(self) -> dict[str, Any]:
         """The ``feature_store.yaml`` contents this hook uses."""
-        return self._settings[0]
+        return self._settings.config
 
     @property
     def project(self) -> str:
         """Feast project name."""
-        return str(self.config["project"])
+        return self._settings.project
 
     def repo_path(self) -> Path:
         """Write ``feature_store.yaml`` into the repo folder (if changed) and return the folder.
@@ -158,40 +98,12 @@ class FeastHook(BaseHook):
         Scripts open the same store with ``feast.FeatureStore(repo_path=...)``. The file may hold registry or
         Redis credentials, so it is readable by its owner only.
         """
-        config, repo = self._settings
-        text = yaml.safe_dump(config, sort_keys=False)
-        path = repo / "feature_store.yaml"
-        try:
-            repo.mkdir(parents=True, exist_ok=True)
-            registry, online = config["registry"], config["online_store"]
-            if registry.get("registry_type") == "file" and "://" not in registry.get("path", "://"):
-                Path(registry["path"]).parent.mkdir(parents=True, exist_ok=True)
-            if online.get("type") == "sqlite" and online.get("path"):
-                Path(online["path"]).parent.mkdir(parents=True, exist_ok=True)
-            if not path.exists() or path.read_text() != text:
-                tmp = path.with_suffix(".yaml.tmp")
-                tmp.write_text(text)
-                os.chmod(tmp, 0o600)
-                tmp.replace(path)
-        except OSError as exc:
-            raise FeatureStoreError(f"cannot write Feast repo config {path}: {exc}") from exc
-        return repo
+        return self._access.repo_path()
 
-    @cached_property
+    @property
     def store(self) -> Any:
         """The ``feast.FeatureStore`` (created once per hook)."""
-        from feast import FeatureStore
-
-        from asgard_provider.catalog import export_catalog_password
-        from asgard_provider.hooks.iceberg import IcebergHook
-
-        repo = self.repo_path()
-        # Iceberg sources in the registry hold the catalog URI without its password (see iceberg_source).
-        export_catalog_password(IcebergHook().settings)
-        try:
-            return FeatureStore(repo_path=str(repo))
-        except Exception as exc:
-            raise FeatureStoreError(f"cannot open Feast store from {repo / 'feature_store.yaml'}: {exc}") from exc
+        return self._access.store
 
     def get_store(self) -> Any:
         """Return the ``feast.FeatureStore``."""
@@ -221,19 +133,8 @@ class FeastHook(BaseHook):
     def historical_features(
         self, entity_df: Any, features: Sequence[str] | Any, *, full_feature_names: bool = False
     ) -> Any:
-        """Point-in-time join of ``features`` (refs like ``view:feature`` or a FeatureService) onto ``entity_df``.
-
-        ``entity_df`` is a pandas DataFrame with the join key(s) and an ``event_timestamp`` column; each row
-        gets the latest feature values at or before its timestamp (within the view's TTL). Row order is
-        not preserved.
-        """
-        refs = features if not isinstance(features, (list, tuple)) else list(features)
-        try:
-            return self.store.get_historical_features(
-                entity_df=entity_df, features=refs, full_feature_names=full_feature_names
-            ).to_df()
-        except Exception as exc:
-            raise FeatureStoreError(f"historical retrieval of {refs} failed: {exc}") from exc
+        """See :meth:`asgard_provider.engines.stores.FeastStore.historical_features`."""
+        return self._access.historical_features(entity_df, features, full_feature_names=full_feature_names)
 
     def online_features(
         self, features: Sequence[str] | Any, entity_rows: Sequence[dict[str, Any]], *, full_feature_names: bool = False

@@ -12,6 +12,7 @@ from airflow.sdk import BaseHook
 from asgard_provider.catalog import CatalogSettings, split_table_name
 from asgard_provider.engines import iceberg_tables
 from asgard_provider.engines.iceberg_tables import parse_partition_expression, write_batches
+from asgard_provider.engines.stores import ICEBERG_CONN_ID, catalog_settings, open_catalog
 from asgard_provider.exceptions import CatalogError
 
 __all__ = ["IcebergHook", "parse_partition_expression"]
@@ -27,7 +28,7 @@ class IcebergHook(BaseHook):
     """
 
     conn_name_attr = "iceberg_conn_id"
-    default_conn_name = "asgard_iceberg_default"
+    default_conn_name = ICEBERG_CONN_ID
     conn_type = "asgard_iceberg"
     hook_name = "Iceberg catalog (Asgard)"
 
@@ -51,35 +52,12 @@ class IcebergHook(BaseHook):
             if self.iceberg_conn_id == self.default_conn_name:
                 return CatalogSettings.embedded()
             raise CatalogError(f"Airflow connection {self.iceberg_conn_id!r} is not defined") from exc
-        extra = conn.extra_dejson
-        uri = conn.host or ""
-        if conn.login and "://" in uri and "@" not in uri:
-            scheme, rest = uri.split("://", 1)
-            auth = conn.login + (f":{conn.password}" if conn.password else "")
-            uri = f"{scheme}://{auth}@{rest}"
-        return CatalogSettings(
-            type=extra.get("catalog_type", "sql"),
-            uri=uri,
-            warehouse=extra.get("warehouse", ""),
-            properties={k: str(v) for k, v in (extra.get("properties") or {}).items()},
-        )
+        return catalog_settings(conn)
 
     @cached_property
     def catalog(self) -> Any:
         """The pyiceberg catalog (``pyiceberg.catalog.Catalog``)."""
-        from pyiceberg.catalog import load_catalog
-
-        from asgard_provider.catalog import CATALOG_NAME
-
-        props = self.settings.pyiceberg_properties()
-        if props.get("warehouse", "").startswith("file://"):
-            from pathlib import Path
-
-            Path(props["warehouse"][len("file://") :]).mkdir(parents=True, exist_ok=True)
-        try:
-            return load_catalog(CATALOG_NAME, **props)
-        except Exception as exc:
-            raise CatalogError(f"cannot open Iceberg catalog {self.iceberg_conn_id!r}: {exc}") from exc
+        return open_catalog(self.settings, self.iceberg_conn_id)
 
     def get_conn(self) -> Any:
         """Return the pyiceberg catalog."""

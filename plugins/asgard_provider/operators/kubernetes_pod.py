@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -9,25 +11,35 @@ from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperato
 
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.kubernetes import POD_COMMAND, encode_spec, pod_env_from, pod_resources
-from asgard_provider.pod_entry import ALLOWED_OPERATORS
+from asgard_provider.pod_entry import CONNECTIONS, ENGINES
 from asgard_provider.publishing import publish_outcome
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if hasattr(value, "isoformat") else (str(value) if value else None)
+def pod_engine(task_operator: str) -> str:
+    """Return the engine (:data:`asgard_provider.pod_entry.ENGINES`) the operator class ``task_operator`` runs."""
+    module_name, _, class_name = task_operator.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError):
+        cls = None
+    engine = getattr(cls, "pod_engine", None)
+    if engine not in ENGINES:
+        raise ValueError(f"task_operator {task_operator!r} has no engine a pod can run ({', '.join(ENGINES)})")
+    return str(engine)
 
 
 class AsgardPodOperator(KubernetesPodOperator):
-    """Execute one Asgard operator (``task_operator`` with ``task_kwargs``) in a pod from ``image``.
+    """Run the engine of one Asgard operator (``task_operator`` with ``task_kwargs``) in a pod from ``image``.
 
     ``task_kwargs`` are rendered by Airflow (templates such as ``{{ data_interval_end | ds }}`` work as in the
-    local runner), then handed to :mod:`asgard_provider.pod_entry` with the task context it needs. Credentials
-    reach the pod as ``AIRFLOW_CONN_*`` variables from the Kubernetes Secrets in ``env_from``. The operator's return
-    value comes back through the XCom sidecar; each table in ``publish_tables`` gets an asset event with its new
-    Iceberg snapshot.
+    local runner); the operator turns them and the task context into its engine's arguments (its ``spec``), which
+    :mod:`asgard_provider.pod_entry` gets with the engine's name and the connection ids. The pod imports no Airflow:
+    credentials reach it as ``AIRFLOW_CONN_*`` variables (JSON form) from the Kubernetes Secrets in ``env_from``.
+    The engine's result comes back through the XCom sidecar; each table in ``publish_tables`` gets an asset
+    event with its new Iceberg snapshot.
     """
 
     template_fields: Sequence[str] = (*KubernetesPodOperator.template_fields, "task_kwargs")
@@ -50,8 +62,7 @@ class AsgardPodOperator(KubernetesPodOperator):
         kubernetes_conn_id: str = "kubernetes_default",
         **kwargs: Any,
     ) -> None:
-        if task_operator not in ALLOWED_OPERATORS:
-            raise ValueError(f"task_operator {task_operator!r} is not one of {', '.join(ALLOWED_OPERATORS)}")
+        self.engine = pod_engine(task_operator)
         kwargs.setdefault("name", kwargs.get("task_id", "asgard").replace("_", "-"))
         kwargs.setdefault("labels", {"app.kubernetes.io/part-of": "asgard"})
         super().__init__(
@@ -75,25 +86,19 @@ class AsgardPodOperator(KubernetesPodOperator):
         self.iceberg_conn_id = iceberg_conn_id
 
     def task_spec(self, context: Context) -> dict[str, Any]:
-        """Return what the pod runs: operator, rendered arguments and the task-context values it reads."""
-        ti = context.get("ti") or context.get("task_instance")
-        dag = context.get("dag")
+        """Return what the pod runs: the engine, its arguments (from the operator) and the connection ids."""
+        module_name, _, class_name = self.task_operator.rpartition(".")
+        cls = getattr(importlib.import_module(module_name), class_name)
+        operator = cls(task_id=self.task_id, **self.task_kwargs)
+        operator.render_template_fields(context)  # its own defaults too, e.g. {{ data_interval_start }}
         return {
-            "operator": self.task_operator,
-            "kwargs": {"task_id": self.task_id, **self.task_kwargs},
-            "context": {
-                "dag_id": getattr(dag, "dag_id", None) or getattr(ti, "dag_id", None),
-                "task_id": self.task_id,
-                "run_id": context.get("run_id"),
-                "try_number": getattr(ti, "try_number", None),
-                "logical_date": _iso(context.get("logical_date")),
-                "data_interval_start": _iso(context.get("data_interval_start")),
-                "data_interval_end": _iso(context.get("data_interval_end")),
-            },
+            "engine": self.engine,
+            "args": dataclasses.asdict(operator.spec(context)),
+            "connections": {key: getattr(operator, key) for key in CONNECTIONS},
         }
 
     def execute(self, context: Context) -> Any:
-        """Start the pod running the Asgard operator; return its result (from the XCom sidecar)."""
+        """Start the pod running the engine; return its result (from the XCom sidecar)."""
         self.arguments = [encode_spec(self.task_spec(context))]
         result = super().execute(context)
         return self._finish(context, result)

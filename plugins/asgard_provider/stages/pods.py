@@ -1,4 +1,4 @@
-"""``runner: kubernetes`` for the stages that run an operator in its own pod (train, predict)."""
+"""``runner: kubernetes`` for the stages that run an operator's engine in its own pod (train, predict)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def needs_kubernetes(stage: Any) -> None:
 
 
 def run(operator: type[Any], stage: Any, publish_tables: list[str] | None = None, **kwargs: Any) -> Any:
-    """Return the operator itself (``runner: local``) or a pod running it (``runner: kubernetes``)."""
+    """Return the operator itself (``runner: local``) or a pod running its engine (``runner: kubernetes``)."""
     if stage.runner != "kubernetes":
         return operator(**kwargs)
     from asgard_provider.operators.kubernetes_pod import AsgardPodOperator
