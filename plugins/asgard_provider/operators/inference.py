@@ -44,6 +44,9 @@ class BatchInferenceOperator(LineageMixin, BaseOperator):
     ``<output_table>_monitoring``): distribution stats of each feature and prediction column and their
     population stability index against the profiles the model's training run logged. PSI above
     ``drift_threshold`` is logged as a warning and listed in the return value and the asset event.
+
+    ``row_filter`` (an Iceberg filter, e.g. ``category = 'fresh'``) limits the entity rows scored to those of
+    one partition's model.
     """
 
     template_fields: Sequence[str] = (
