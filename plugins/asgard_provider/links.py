@@ -127,7 +127,7 @@ class SparkUILink(BaseOperatorLink):
 def push(context: Any, key: str, value: Any) -> None:
     """Push ``value`` to XCom under ``key`` when the context's task instance can (not in plain ``execute`` calls).
 
-    In a pod (:mod:`asgard_provider.pod_entry`) the task instance is a plain record without XCom: nothing is pushed.
+    ``None`` is not pushed (an operator without a context task instance, e.g. a test calling ``execute``).
     """
     ti = context.get("ti") or context.get("task_instance")
     xcom_push = getattr(ti, "xcom_push", None)

@@ -220,7 +220,8 @@ def publish_transform(
         wrote=wrote,
         events=events if branch is None else {},
         iceberg=iceberg,
-        xcom={SPARK_UI_XCOM: spark_ui},
+        # "" without a UI: the Spark UI link then reads an empty value instead of logging "XCom not found".
+        xcom={SPARK_UI_XCOM: spark_ui or ""},
     )
     return {**result, "snapshot_id": snapshot_id, **({"branch": branch} if branch else {})}
 
