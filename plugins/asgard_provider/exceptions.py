@@ -64,3 +64,31 @@ class PublishError(AsgardError):
 
 class ExportError(AsgardError):
     """A table could not be exported as files (bad columns, an unwritable destination); no partial file set is left."""
+
+
+class DataQualityError(AsgardError):
+    """A data-quality check failed; the message lists every failed check."""
+
+
+class QueryError(AsgardError):
+    """The statement is refused, names an unknown table, fails or runs out of time."""
+
+
+class PathEscapeError(ValueError):
+    """A configured path is absolute or resolves (``..``, symlinks) outside the folder it must stay in."""
+
+
+class EntityNotFoundError(InferenceError):
+    """The online store holds no features for the requested entity."""
+
+
+class InvalidEntityIdError(InferenceError):
+    """The requested id cannot be a value of the join key (e.g. ``abc`` for an integer key)."""
+
+
+class ModelNotFoundError(InferenceError):
+    """The registry has no such model, version or alias."""
+
+
+class InvalidFeaturesError(InferenceError):
+    """A feature row given by the caller does not match the model's columns."""

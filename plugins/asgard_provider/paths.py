@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-class PathEscapeError(ValueError):
-    """A configured path is absolute or resolves (``..``, symlinks) outside the folder it must stay in."""
+from asgard_provider.exceptions import PathEscapeError
 
 
 def contained(folder: Path, relative: str, where: str) -> Path:

@@ -40,7 +40,15 @@ from asgard_provider.evaluation import (
     risk_level,
     risk_thresholds,
 )
-from asgard_provider.exceptions import AsgardError, InferenceError, ModelTaskError
+from asgard_provider.exceptions import (
+    AsgardError,
+    EntityNotFoundError,
+    InferenceError,
+    InvalidEntityIdError,
+    InvalidFeaturesError,
+    ModelNotFoundError,
+    ModelTaskError,
+)
 
 #: Port of ``serve`` unless ``--port`` is given.
 DEFAULT_PORT = 8090
@@ -50,22 +58,6 @@ FEATURES_TAG = "asgard.features"
 
 #: Bounds of the integer Feast value types: an id outside them is invalid input, not a store error.
 _INTEGER_BOUNDS = {"INT32": (-(2**31), 2**31 - 1), "INT64": (-(2**63), 2**63 - 1)}
-
-
-class EntityNotFoundError(InferenceError):
-    """The online store holds no features for the requested entity."""
-
-
-class InvalidEntityIdError(InferenceError):
-    """The requested id cannot be a value of the join key (e.g. ``abc`` for an integer key)."""
-
-
-class ModelNotFoundError(InferenceError):
-    """The registry has no such model, version or alias."""
-
-
-class InvalidFeaturesError(InferenceError):
-    """A feature row given by the caller does not match the model's columns."""
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,10 @@ import pytest
 
 from asgard_provider import cli
 from asgard_provider.api.app import BODY_TIMEOUT
+from asgard_provider.exceptions import EntityNotFoundError, InvalidEntityIdError
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.mlflow import MLflowHook
-from asgard_provider.serving import (
-    EntityNotFoundError,
-    InvalidEntityIdError,
-    OnlineScorer,
-    main,
-    risk_level,
-)
+from asgard_provider.serving import OnlineScorer, main, risk_level
 
 from .conftest import AS_OF, FEATURE_REFS, FEATURES, register_operator, run_context, snapshot_time, train_operator
 

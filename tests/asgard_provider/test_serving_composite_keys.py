@@ -11,9 +11,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from asgard_provider.exceptions import EntityNotFoundError, InvalidEntityIdError
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.mlflow import MLflowHook
-from asgard_provider.serving import EntityNotFoundError, InvalidEntityIdError, OnlineScorer, entities, main
+from asgard_provider.serving import OnlineScorer, entities, main
 
 from .conftest import (
     AS_OF,

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 
 from asgard_provider.api import batch, promotions, ui
 from asgard_provider.api import models as m
-from asgard_provider.api.query import QueryError, run_query
+from asgard_provider.api.query import run_query
 from asgard_provider.api.service import (
     AsgardService,
     feature_views,
@@ -29,12 +29,13 @@ from asgard_provider.api.service import (
     public,
     registered_models,
 )
-from asgard_provider.exceptions import AsgardError
-from asgard_provider.serving import (
+from asgard_provider.exceptions import (
+    AsgardError,
     EntityNotFoundError,
     InvalidEntityIdError,
     InvalidFeaturesError,
     ModelNotFoundError,
+    QueryError,
 )
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from asgard_provider.api.promotions import PromotionHistory, promotion_history
-from asgard_provider.exceptions import PipelineNotFoundError
-from asgard_provider.serving import ModelNotFoundError
+from asgard_provider.exceptions import ModelNotFoundError, PipelineNotFoundError
 
 #: Bins of the prediction histogram over [0, 1].
 HISTOGRAM_BINS = 10

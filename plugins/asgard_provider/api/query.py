@@ -19,11 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asgard_provider.catalog import CATALOG_NAME
-from asgard_provider.exceptions import AsgardError
-
-
-class QueryError(AsgardError):
-    """The statement is refused, names an unknown table, fails or runs out of time."""
+from asgard_provider.exceptions import AsgardError, QueryError
 
 
 @dataclass(frozen=True)

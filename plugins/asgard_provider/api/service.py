@@ -10,12 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from asgard_provider.serving import (
-    ModelNotFoundError,
-    ModelScorer,
-    OnlineScorer,
-    pipeline_options,
-)
+from asgard_provider.exceptions import ModelNotFoundError
+from asgard_provider.serving import ModelScorer, OnlineScorer, pipeline_options
 
 #: Scorers kept loaded at once (each holds a model and, for online scoring, a feature store).
 MAX_LOADED = 8

@@ -21,8 +21,8 @@ from typing import Any
 import pyarrow as pa
 
 from asgard_provider.engines.iceberg_tables import load_table
-from asgard_provider.exceptions import ExportError
-from asgard_provider.paths import PathEscapeError, contained
+from asgard_provider.exceptions import ExportError, PathEscapeError
+from asgard_provider.paths import contained
 
 #: File formats an export writes.
 EXPORT_FORMATS = ("parquet", "csv")

@@ -34,8 +34,8 @@ from asgard_provider.engines import iceberg_tables
 from asgard_provider.engines.mlflow_store import MLflowStore
 from asgard_provider.engines.monitoring import PREDICTION_PROFILE_ARTIFACT, prediction_profiles
 from asgard_provider.engines.stores import FeastStore, Stores, open_catalog
-from asgard_provider.exceptions import AsgardError, ModelTaskError, TrainingError
-from asgard_provider.paths import PathEscapeError, contained
+from asgard_provider.exceptions import AsgardError, ModelTaskError, PathEscapeError, TrainingError
+from asgard_provider.paths import contained
 from asgard_provider.settings import asgard_home, include_dir
 from asgard_provider.training import CONTEXT_ENV, HOLDOUT_ARTIFACT, TrainingContext
 

@@ -11,14 +11,10 @@ from asgard_provider.assets import snapshot_summary
 from asgard_provider.catalog import split_table_name
 from asgard_provider.engines import wap
 from asgard_provider.engines.wap import run_branch
-from asgard_provider.exceptions import AsgardError
+from asgard_provider.exceptions import DataQualityError
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.lineage import LineageMixin
 from asgard_provider.publishing import Dataset, publish_outcome
-
-
-class DataQualityError(AsgardError):
-    """A data-quality check failed; the message lists every failed check."""
 
 
 class IcebergTableCheckOperator(LineageMixin, BaseOperator):

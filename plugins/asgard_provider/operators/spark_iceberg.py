@@ -11,12 +11,12 @@ from airflow.sdk import BaseOperator, Context
 
 from asgard_provider.engines.spark_sql import REJECTED_REASON, TransformSpec, run_transform
 from asgard_provider.engines.wap import RUN_PROPERTY, read_snapshot, run_branch
-from asgard_provider.exceptions import TransformError
+from asgard_provider.exceptions import PathEscapeError, TransformError
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.spark import SparkHook, SparkProgress, local_spark_pool
 from asgard_provider.lineage import LineageMixin
 from asgard_provider.links import SPARK_UI_XCOM, SparkUILink
-from asgard_provider.paths import PathEscapeError, contained
+from asgard_provider.paths import contained
 from asgard_provider.publishing import Dataset, publish_outcome
 from asgard_provider.settings import include_dir
 

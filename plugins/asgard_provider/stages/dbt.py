@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import Field
 
-from asgard_provider.exceptions import TransformError
-from asgard_provider.paths import PathEscapeError, contained
+from asgard_provider.exceptions import PathEscapeError, TransformError
+from asgard_provider.paths import contained
 from asgard_provider.stages.base import (
     AS_OF,
     Built,

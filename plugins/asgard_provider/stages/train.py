@@ -11,7 +11,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from asgard_provider.evaluation import BINARY, DEFAULT_COMPARE_METRIC, TaskType, metric_problems
-from asgard_provider.paths import PathEscapeError, contained
+from asgard_provider.exceptions import PathEscapeError
+from asgard_provider.paths import contained
 from asgard_provider.stages import pods
 from asgard_provider.stages.base import (
     NAME_RULE,

@@ -10,7 +10,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from asgard_provider.catalog import IDENTIFIER, table_refs
-from asgard_provider.paths import PathEscapeError, contained
+from asgard_provider.exceptions import PathEscapeError
+from asgard_provider.paths import contained
 from asgard_provider.stages.base import Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
 from asgard_provider.stages.checks import TableChecks, build_checks, check_task_id
 from asgard_provider.stages.pods import needs_kubernetes

@@ -16,9 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from asgard_provider.exceptions import DataQualityError
 from asgard_provider.hooks.feast import FeastHook
 from asgard_provider.hooks.iceberg import IcebergHook
-from asgard_provider.operators.checks import DataQualityError, IcebergTableCheckOperator
+from asgard_provider.operators.checks import IcebergTableCheckOperator
 
 from ..conftest import AS_OF, FEATURE_REFS, PRIOR, customer_metrics, register_operator, run_context, snapshot_time
 from ..moto_s3 import ACCESS_KEY, REGION, SECRET_KEY, S3Server, s3_server

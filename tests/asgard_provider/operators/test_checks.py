@@ -7,8 +7,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from asgard_provider.exceptions import DataQualityError
 from asgard_provider.hooks.iceberg import IcebergHook
-from asgard_provider.operators.checks import DataQualityError, IcebergTableCheckOperator
+from asgard_provider.operators.checks import IcebergTableCheckOperator
 
 
 def _write(rows: list[dict]) -> int:
