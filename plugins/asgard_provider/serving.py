@@ -455,19 +455,17 @@ def pipeline_options(pipeline: str, base_dir: Path | None = None, **overrides: A
     if not paths:
         known = ", ".join(p.stem for p in discover_pipelines(base_dir)) or "none"
         raise InferenceError(f"no pipeline {pipeline!r} in include/pipelines/ (pipelines: {known})")
-    from asgard_provider.pipeline.graph import stages_of
-    from asgard_provider.stages.features import FeaturesStage
+    from asgard_provider.pipeline.graph import PipelineGraph, stages_of
+    from asgard_provider.stages.features import feature_refs, feature_set
     from asgard_provider.stages.predict import PredictStage
-    from asgard_provider.stages.train import TrainStage
 
     cfg = load_pipeline_config(paths[0], base_dir=base_dir)
-    trains, features = stages_of(cfg, TrainStage), stages_of(cfg, FeaturesStage)
-    if not trains or not features:
-        raise InferenceError(f"pipeline {pipeline!r} ({paths[0]}) has no features/train stage to score with")
+    graph = PipelineGraph(cfg, paths[0].parent.parent)
+    name, train = _scored_model(pipeline, paths[0], graph.nodes, overrides.get("model_name"))
     kwargs: dict[str, Any] = {
-        "model_name": trains[0].registered_model,
-        "feature_refs": features[0].feature_refs(),
-        "task": trains[0].task,
+        "model_name": name,
+        "feature_refs": feature_refs([view.config for view in feature_set(train.inputs["features"])]),
+        "task": train.config.task,
     }
     predicts = stages_of(cfg, PredictStage)
     if predicts:
@@ -480,6 +478,19 @@ def pipeline_options(pipeline: str, base_dir: Path | None = None, **overrides: A
         given["thresholds"] = {**kwargs.get("thresholds", {}), **given["thresholds"]}
     kwargs.update(given)
     return kwargs
+
+
+def _scored_model(pipeline: str, path: Path, nodes: list[Any], wanted: str | None) -> tuple[str, Any]:
+    """Return the registered model to score with and its train stage's node (``wanted``, or the only model)."""
+    models = {one.registered_model: node for node in nodes if node.kind.key == "train" for one in node.config.models()}
+    if not models:
+        raise InferenceError(f"pipeline {pipeline!r} ({path}) has no features/train stage to score with")
+    if wanted is None and len(models) > 1:
+        raise InferenceError(
+            f"pipeline {pipeline!r} trains {len(models)} models: name one with --model ({', '.join(models)})"
+        )
+    name = wanted or next(iter(models))
+    return name, models.get(name, next(iter(models.values())))
 
 
 def _forest_trees(model: Any) -> list[Any] | None:

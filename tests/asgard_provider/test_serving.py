@@ -20,7 +20,7 @@ import pytest
 
 from asgard_provider import cli
 from asgard_provider.api.app import BODY_TIMEOUT
-from asgard_provider.exceptions import EntityNotFoundError, InvalidEntityIdError
+from asgard_provider.exceptions import EntityNotFoundError, InferenceError, InvalidEntityIdError
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.mlflow import MLflowHook
 from asgard_provider.serving import OnlineScorer, main, risk_level
@@ -492,3 +492,16 @@ def test_serve_answers_while_idle_and_short_body_clients_hold_connections(served
     finally:
         for sock in (idle, short, negative):
             sock.close()
+
+
+def test_pipeline_options_of_a_pipeline_with_a_model_per_partition() -> None:
+    """Several models: one must be named; its options carry every view of its feature set."""
+    from asgard_provider.serving import pipeline_options
+
+    with pytest.raises(InferenceError, match=r"trains 3 models: name one with --model \(demand_forecaster_fresh, "):
+        pipeline_options("demand_forecasting")
+    options = pipeline_options("demand_forecasting", model_name="demand_forecaster_dry")
+    assert options["model_name"] == "demand_forecaster_dry" and options["task"] == "regression"
+    views = {ref.split(":")[0] for ref in options["feature_refs"]}
+    assert views == {"store_sku_demand", "sku_profile"}
+    assert options["prediction_column"] == "units_next_7d"
