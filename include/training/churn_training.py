@@ -65,7 +65,6 @@ def main() -> None:
             model,
             name=ctx.model_artifact_path,
             signature=infer_signature(X_train, proba),
-            input_example=X_train.head(5),
             # skops (MLflow's safe default format) refuses tree models unless their node storage is trusted.
             skops_trusted_types=["sklearn.tree._tree.Tree"],
             # MLflow's model server (`mlflow models serve`) answers with class probabilities, not labels.

@@ -71,7 +71,6 @@ def main() -> None:
             model,
             name=ctx.model_artifact_path,
             signature=infer_signature(X_train, proba),
-            input_example=X_train.head(5),
             skops_trusted_types=TRUSTED_TYPES,
             # MLflow's model server (`mlflow models serve`) answers with class probabilities, not labels.
             pyfunc_predict_fn="predict_proba",

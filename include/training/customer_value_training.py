@@ -61,7 +61,6 @@ def main() -> None:
             model,
             name=ctx.model_artifact_path,
             signature=infer_signature(x_train, proba),
-            input_example=x_train.head(5),
             skops_trusted_types=["sklearn.tree._tree.Tree"],
             pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
         )

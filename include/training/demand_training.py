@@ -76,7 +76,6 @@ def main() -> None:
             model,
             name=ctx.model_artifact_path,
             signature=infer_signature(x_train, predicted),
-            input_example=x_train.head(5),
             # skops (MLflow's safe default format) refuses the fitted trees unless their predictor type is trusted.
             skops_trusted_types=["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"],
             pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),

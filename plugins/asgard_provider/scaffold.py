@@ -303,7 +303,13 @@ def main() -> None:
         model = __MODEL_CLASS__(**params)
         model.fit(x_train, y_train)
 __METRICS__        ctx.log_datasets(train, holdout)  # the holdout metrics of the task type are computed from these
-        mlflow.sklearn.log_model(model, name=ctx.model_artifact_path, skops_trusted_types=["sklearn.tree._tree.Tree"])
+        mlflow.sklearn.log_model(
+            model,
+            name=ctx.model_artifact_path,
+            skops_trusted_types=["sklearn.tree._tree.Tree"],  # skops loads tree models only when trusted
+            # Pinned instead of inferred: inference reloads the model in a subprocess (about 10 s per model).
+            pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
+        )
 
 
 if __name__ == "__main__":

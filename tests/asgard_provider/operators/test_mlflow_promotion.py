@@ -141,7 +141,8 @@ def test_without_a_logged_holdout_a_new_model_cannot_replace_the_champion(
         "model = LogisticRegression(max_iter=500).fit(frame[ctx.feature_columns], frame[ctx.label_column])\n"
         "with mlflow.start_run():\n"
         "    mlflow.log_metric('roc_auc', 0.99)\n"
-        "    mlflow.sklearn.log_model(model, name=ctx.model_artifact_path)\n"
+        "    requirements = mlflow.sklearn.get_default_pip_requirements(include_skops=True)\n"
+        "    mlflow.sklearn.log_model(model, name=ctx.model_artifact_path, pip_requirements=requirements)\n"
     )
     before = _champion_version()
     result = train_operator(task_id="train_lr", script="no_holdout.py", include_dir=str(tmp_path / "include")).execute(
