@@ -128,7 +128,8 @@ class TrainingContext:
         import pandas as pd
 
         try:
-            data = self._table(self.label_table).scan(
+            table = self._table(self.label_table)
+            data = table.scan(
                 row_filter=f"{self.label_column} IS NOT NULL"
                 + (f" AND ({self.row_filter})" if self.row_filter else ""),
                 selected_fields=(*self.keys, self.timestamp_field, self.label_column),
