@@ -18,6 +18,7 @@ failing script registers nothing. The full contract is in docs/ml.md.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -45,6 +46,14 @@ HOLDOUT_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
+class FeatureSnapshot:
+    """The Iceberg snapshot of a feature view's source table a pinned training reads (``train.as_of_tag``)."""
+
+    table: str
+    snapshot_id: int
+
+
+@dataclass(frozen=True)
 class TrainingContext:
     """Everything a training script needs to build its training set and log its model."""
 
@@ -67,6 +76,10 @@ class TrainingContext:
     task: str = "binary_classification"
     #: Iceberg row filter on the label table (e.g. ``category = 'fresh'``: one model per partition value).
     row_filter: str | None = None
+    #: Iceberg tag the run trains on (``train.as_of_tag``; ``None``: the tables as they are).
+    as_of_tag: str | None = None
+    #: Feature view -> ``{"table", "snapshot_id"}`` of its source read for the features (empty: current data).
+    feature_snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> TrainingContext:
@@ -113,15 +126,9 @@ class TrainingContext:
         Rows whose label is NULL (e.g. the latest snapshot, whose future is unknown) are left out.
         """
         import pandas as pd
-        from pyiceberg.catalog import load_catalog
 
-        from asgard_provider.catalog import CATALOG_NAME, CatalogSettings, split_table_name
-
-        settings = CatalogSettings.from_dict(self.catalog)
         try:
-            table = load_catalog(CATALOG_NAME, **settings.pyiceberg_properties()).load_table(
-                split_table_name(self.label_table)
-            )
+            table = self._table(self.label_table)
             data = table.scan(
                 row_filter=f"{self.label_column} IS NOT NULL"
                 + (f" AND ({self.row_filter})" if self.row_filter else ""),
@@ -140,10 +147,65 @@ class TrainingContext:
         if entities.empty:
             raise TrainingError(f"{self.label_table} has no rows with a non-null {self.label_column!r}")
         try:
-            frame = self.feature_store().get_historical_features(entity_df=entities, features=self.features).to_df()
+            if self.feature_snapshots:
+                frame = self._pinned_features(entities)
+            else:
+                frame = self.feature_store().get_historical_features(entity_df=entities, features=self.features).to_df()
+        except TrainingError:
+            raise
         except Exception as exc:
             raise TrainingError(f"Feast historical retrieval of {self.features} failed: {exc}") from exc
         return frame.sort_values([EVENT_TIMESTAMP, *self.keys], ignore_index=True)
+
+    def _table(self, name: str) -> Any:
+        """Load Iceberg table ``name`` through the pipeline's catalog."""
+        from pyiceberg.catalog import load_catalog
+
+        from asgard_provider.catalog import CATALOG_NAME, CatalogSettings, split_table_name
+
+        settings = CatalogSettings.from_dict(self.catalog)
+        return load_catalog(CATALOG_NAME, **settings.pyiceberg_properties()).load_table(split_table_name(name))
+
+    def _pinned_features(self, entities: Any) -> Any:
+        """Feast's point-in-time join of ``entities`` with each view's source read at its pinned snapshot.
+
+        Feast's Iceberg source always reads the current snapshot, so each registered view is copied with its
+        source replaced by a Parquet file of the pinned snapshot and the offline store joins those copies:
+        same views, TTLs and join semantics, older data.
+        """
+        import pyarrow.parquet as pq
+        from feast import FileSource
+        from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
+
+        store = self.feature_store()
+        with tempfile.TemporaryDirectory(prefix="asgard-pinned-") as tmp:
+            views = []
+            for name in sorted({ref.split(":", 1)[0] for ref in self.features}):
+                pin = self.feature_snapshots.get(name)
+                if pin is None:
+                    raise TrainingError(f"feature view {name} has no pinned snapshot (as_of_tag {self.as_of_tag})")
+                path = Path(tmp) / f"{name}.parquet"
+                pq.write_table(self._table(pin["table"]).scan(snapshot_id=int(pin["snapshot_id"])).to_arrow(), path)
+                view = copy.copy(store.get_feature_view(name))
+                source = view.batch_source
+                view.batch_source = FileSource(
+                    name=f"{source.name}_at_{pin['snapshot_id']}",
+                    path=str(path),
+                    timestamp_field=source.timestamp_field,
+                    created_timestamp_column=source.created_timestamp_column,
+                    field_mapping=source.field_mapping,
+                )
+                views.append(view)
+            job = get_offline_store_from_config(store.config.offline_store).get_historical_features(
+                config=store.config,
+                feature_views=views,
+                feature_refs=self.features,
+                entity_df=entities,
+                registry=store.registry,
+                project=store.project,
+                full_feature_names=False,
+            )
+            return job.to_df()
 
     def check_model(self, model: Any) -> None:
         """Raise :class:`~asgard_provider.exceptions.ModelTaskError` unless ``model`` fits :attr:`task`.

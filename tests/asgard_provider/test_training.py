@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from asgard_provider.engines import wap
 from asgard_provider.hooks.feast import FeastHook
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.training import EVENT_TIMESTAMP, TrainingContext
@@ -18,6 +19,7 @@ from asgard_provider.training import EVENT_TIMESTAMP, TrainingContext
 from .conftest import (
     AS_OF,
     FEATURE_REFS,
+    FEATURE_VIEW,
     FEATURES,
     PRIOR,
     customer_metrics,
@@ -158,3 +160,34 @@ def test_single_key_split_is_unchanged_by_entity_keys(asgard_home: Path) -> None
     old = _context().split(frame)
     new = _context(entity_keys=["customer_id"]).split(frame)
     assert old[1]["customer_id"].tolist() == new[1]["customer_id"].tolist()
+
+
+def test_a_tagged_training_set_is_the_tagged_snapshots_rows_not_newer_ones(asgard_home: Path) -> None:
+    """Tag a snapshot, then overwrite its features with extreme values and add labelled rows: the pinned
+    point-in-time join still returns exactly the tagged rows with the tagged values."""
+    base = customer_metrics(n=150)
+    write_customer_metrics(base)
+    table = IcebergHook().load_table("gold.customer_metrics")
+    tagged = wap.tag(table, "gold.customer_metrics", "release_1")
+    prior = base.filter(pc.equal(base["feature_timestamp"], pa.scalar(snapshot_time(PRIOR), pa.timestamp("us"))))
+    newer = _extreme(prior, snapshot_time(AS_OF) - timedelta(days=1), label=1)
+    changed = prior.set_column(
+        prior.schema.get_field_index(COLUMNS[0]), COLUMNS[0], pa.array([EXTREME] * prior.num_rows, pa.int64())
+    )
+    write_customer_metrics(pa.concat_tables([changed, newer]))
+    register_operator(materialize=False).execute(run_context())
+    pin = {FEATURE_VIEW: {"table": "gold.customer_metrics", "snapshot_id": tagged}}
+
+    frame = _context(label_snapshot_id=tagged, feature_snapshots=pin, as_of_tag="release_1").training_frame()
+    labels_only = _context(label_snapshot_id=tagged).training_frame()
+    current = _context().training_frame()
+
+    expected = prior.to_pandas().set_index("customer_id").sort_index()
+    got = frame.set_index("customer_id").sort_index()
+    assert len(frame) == 150 and (frame[EVENT_TIMESTAMP] == pd.Timestamp(snapshot_time(PRIOR), tz="UTC")).all()
+    for column in COLUMNS:
+        np.testing.assert_allclose(got[column].astype("float64"), expected[column].astype("float64"))
+    np.testing.assert_array_equal(got["churned"], expected["churned"])
+    # Unpinned features read the current snapshot; unpinned labels add the newer rows.
+    assert len(labels_only) == 150 and (labels_only[COLUMNS[0]] == EXTREME).all()
+    assert len(current) == 300

@@ -30,14 +30,14 @@ from typing import Any
 
 from asgard_provider import evaluation
 from asgard_provider.child_env import child_env, store_credentials
-from asgard_provider.engines import iceberg_tables
+from asgard_provider.engines import iceberg_tables, wap
 from asgard_provider.engines.mlflow_store import MLflowStore
 from asgard_provider.engines.monitoring import PREDICTION_PROFILE_ARTIFACT, prediction_profiles
 from asgard_provider.engines.stores import FeastStore, Stores, open_catalog
-from asgard_provider.exceptions import AsgardError, ModelTaskError, PathEscapeError, TrainingError
+from asgard_provider.exceptions import AsgardError, CatalogError, ModelTaskError, PathEscapeError, TrainingError
 from asgard_provider.paths import contained
 from asgard_provider.settings import asgard_home, include_dir
-from asgard_provider.training import CONTEXT_ENV, HOLDOUT_ARTIFACT, TrainingContext
+from asgard_provider.training import CONTEXT_ENV, HOLDOUT_ARTIFACT, FeatureSnapshot, TrainingContext
 
 _LOG = logging.getLogger(__name__)
 
@@ -117,6 +117,8 @@ class TrainingSpec:
     where: str = "the pipeline file"
     #: Iceberg filter on the label rows (``category = 'fresh'``: one model per partition value).
     row_filter: str | None = None
+    #: Iceberg tag (``train.as_of_tag``): train on the label table and every feature source at that tag.
+    as_of_tag: str | None = None
 
     @property
     def metric(self) -> str:
@@ -236,7 +238,7 @@ class Trainer:
         spec = self.spec
         script, params = self._checked()
         with self.timings.step("input_snapshots"):
-            label_snapshot, inputs = self._input_snapshots()
+            label_snapshot, inputs, pins = self._input_snapshots()
         with self.timings.step("create_run"):
             started = self._create_run(script, label_snapshot, inputs)
         if on_started is not None:
@@ -244,7 +246,7 @@ class Trainer:
         run_id = started.run_id
         try:
             with tempfile.TemporaryDirectory(prefix="asgard-train-") as workdir:
-                ctx_file = self._context(label_snapshot, params).write(Path(workdir) / "training_context.json")
+                ctx_file = self._context(label_snapshot, params, pins).write(Path(workdir) / "training_context.json")
                 with self.timings.step("script"):
                     self._run_script(script, run_id, ctx_file, Path(workdir))
             self.mlflow.finish_run(run_id, "FINISHED")
@@ -294,6 +296,8 @@ class Trainer:
             "asgard.features": ",".join(spec.features),
             "asgard.registered_model": spec.registered_model_name,
         }
+        if spec.as_of_tag:
+            tags["asgard.as_of_tag"] = spec.as_of_tag
         run_id = self.mlflow.create_run(experiment_id, run_name=spec.run_name or spec.task_id, tags=tags)
         self.log.info("MLflow run %s in experiment %r (%s)", run_id, spec.experiment_name, self.mlflow.tracking_uri())
         return RunStarted(experiment_id, run_id, spec.registered_model_name)
@@ -308,35 +312,71 @@ class Trainer:
             raise ModelTaskError(f"{exc} ({spec.where}; script {spec.script}, task {spec.task_id})") from None
         return model
 
-    def _input_snapshots(self) -> tuple[int, dict[str, int | None]]:
-        """Return the label table's current snapshot (pinned for the script) and every input table's snapshot."""
+    def _input_snapshots(self) -> tuple[int, dict[str, int | None], dict[str, FeatureSnapshot]]:
+        """Return the label snapshot pinned for the script, every input table's snapshot and the pinned features.
+
+        Without ``as_of_tag`` the label table's current snapshot is pinned and the features are read as they are
+        (no pins); with it, the label table and every feature view's source table are read at that tag.
+        """
         spec = self.spec
         try:
             catalog = open_catalog(self.stores.catalog)
-            snapshot = iceberg_tables.load_table(catalog, spec.label_table).current_snapshot()
+            table = iceberg_tables.load_table(catalog, spec.label_table)
         except AsgardError as exc:
             raise TrainingError(f"label table {spec.label_table} of task {spec.task_id} is unavailable: {exc}") from exc
+        if spec.as_of_tag:
+            label_snapshot = self._tagged(table, spec.label_table)
+            pins = self._tagged_features(catalog)
+            inputs: dict[str, int | None] = {pin.table: pin.snapshot_id for pin in pins.values()}
+            return label_snapshot, {**inputs, spec.label_table: label_snapshot}, pins
+        snapshot = table.current_snapshot()
         if snapshot is None:
             raise TrainingError(f"label table {spec.label_table} of task {spec.task_id} has no snapshot (no data)")
-        inputs: dict[str, int | None] = {spec.label_table: snapshot.snapshot_id}
+        inputs = {spec.label_table: snapshot.snapshot_id}
         try:
-            for source in self._feature_source_tables():
+            for source in self._feature_source_tables().values():
                 if source not in inputs:
                     current = iceberg_tables.load_table(catalog, source).current_snapshot()
                     inputs[source] = current.snapshot_id if current is not None else None
         except Exception as exc:  # lineage detail; the script's own Feast call reports real problems
             self.log.warning("could not resolve the feature views' source snapshots: %s", exc)
-        return snapshot.snapshot_id, inputs
+        return snapshot.snapshot_id, inputs, {}
 
-    def _feature_source_tables(self) -> list[str]:
-        """Iceberg tables behind the feature views: from the pipeline (no Feast import), else the Feast registry."""
+    def _tagged(self, table: Any, name: str) -> int:
+        """Return the snapshot ``as_of_tag`` names in table ``name``; raise naming the key and the table's tags."""
+        spec = self.spec
+        try:
+            return wap.tag_snapshot(table, name, str(spec.as_of_tag))
+        except CatalogError as exc:
+            raise TrainingError(f"train.as_of_tag in {spec.where} (task {spec.task_id}): {exc}") from None
+
+    def _tagged_features(self, catalog: Any) -> dict[str, FeatureSnapshot]:
+        """Pin every feature view to its source table's ``as_of_tag`` snapshot."""
+        sources = self._feature_source_tables()
+        missing = [view for view in self.spec.views if view not in sources]
+        if missing:
+            raise TrainingError(f"train.as_of_tag: no source table known for feature view(s) {', '.join(missing)}")
+        pins = {}
+        for view, source in sources.items():
+            try:
+                table = iceberg_tables.load_table(catalog, source)
+            except AsgardError as exc:
+                raise TrainingError(f"source table {source} of feature view {view} is unavailable: {exc}") from exc
+            pins[view] = FeatureSnapshot(source, self._tagged(table, source))
+        return pins
+
+    def _feature_source_tables(self) -> dict[str, str]:
+        """Iceberg table behind each feature view: from the pipeline (no Feast import), else the Feast registry."""
         sources = self.spec.feature_sources
         if all(view in sources for view in self.spec.views):
-            return [sources[view] for view in self.spec.views]
+            return {view: sources[view] for view in self.spec.views}
         store = FeastStore(self.stores.feast, self.stores.catalog).store
-        return [t for view in self.spec.views if (t := store.get_feature_view(view).tags.get("asgard.source_table"))]
+        tagged = {view: store.get_feature_view(view).tags.get("asgard.source_table") for view in self.spec.views}
+        return {view: table for view, table in tagged.items() if table}
 
-    def _context(self, label_snapshot_id: int | None, params: dict[str, Any]) -> TrainingContext:
+    def _context(
+        self, label_snapshot_id: int | None, params: dict[str, Any], pins: Mapping[str, FeatureSnapshot]
+    ) -> TrainingContext:
         spec = self.spec
         return TrainingContext(
             feast_repo_path=str(FeastStore(self.stores.feast).repo_path()),
@@ -354,6 +394,8 @@ class Trainer:
             label_snapshot_id=label_snapshot_id,
             task=spec.task,
             row_filter=spec.row_filter,
+            as_of_tag=spec.as_of_tag,
+            feature_snapshots={view: asdict(pin) for view, pin in pins.items()},
         )
 
     def _run_script(self, script: Path, run_id: str, ctx_file: Path, workdir: Path) -> None:

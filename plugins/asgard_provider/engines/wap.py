@@ -353,3 +353,16 @@ def tag(table: Any, name: str, tag_name: str, snapshot_id: int | None = None, re
 
 
 _TAG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def tag_snapshot(table: Any, name: str, tag_name: str) -> int:
+    """Return the snapshot id tag ``tag_name`` of table ``name`` points at.
+
+    Raises :class:`CatalogError` naming the table's tags when it has no tag of that name (a branch is no tag).
+    """
+    refs = table.refs()
+    ref = refs.get(tag_name)
+    if ref is not None and ref.snapshot_ref_type.value == "tag":
+        return int(ref.snapshot_id)
+    tags = ", ".join(sorted(n for n, r in refs.items() if r.snapshot_ref_type.value == "tag")) or "none"
+    raise CatalogError(f"table {name} has no tag {tag_name!r} (its tags: {tags}; add one with `asgard tables tag`)")

@@ -91,6 +91,7 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
         the old champion cannot score the new holdout).
     :param timeout: seconds (or timedelta) the script may run; ``None`` relies on ``execution_timeout``.
     :param row_filter: Iceberg filter on the label rows (``category = 'fresh'``: one model per partition value).
+    :param as_of_tag: train on the label table and every feature view's source table at this Iceberg tag.
     """
 
     template_fields: Sequence[str] = (
@@ -134,6 +135,7 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
         feast_conn_id: str = FeastHook.default_conn_name,
         iceberg_conn_id: str = IcebergHook.default_conn_name,
         row_filter: str | None = None,
+        as_of_tag: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -164,6 +166,7 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
         self.feast_conn_id = feast_conn_id
         self.iceberg_conn_id = iceberg_conn_id
         self.row_filter = row_filter  # train on these label rows only (one model per partition value)
+        self.as_of_tag = as_of_tag
         self._trainer: Trainer | None = None
 
     @property
@@ -200,6 +203,7 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
             run_tags=airflow_tags(context, self.task_id),
             where=pipeline_file(context),
             row_filter=self.row_filter,
+            as_of_tag=self.as_of_tag,
         )
 
     def execute(self, context: Context) -> dict[str, Any]:

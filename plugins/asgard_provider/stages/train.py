@@ -32,6 +32,8 @@ from asgard_provider.stages.features import FeaturesStage, feature_refs, feature
 TASK = "train_model"
 #: Time the task has beyond the script's ``timeout_minutes``: reading features, registering, promoting.
 TASK_MARGIN_MINUTES = 10
+#: What an Iceberg tag name in ``as_of_tag`` may look like (as ``asgard tables tag`` accepts it).
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
 class HyperparameterBound(StageModel):
@@ -151,6 +153,12 @@ class TrainStage(StageModel):
     compare_metric: str | None = Field(
         default=None,
         description="holdout metric the new model must match or beat the champion on (default per task type)",
+    )
+    as_of_tag: str | None = Field(
+        default=None,
+        pattern=TAG_PATTERN,
+        description="Iceberg tag (e.g. release_2025_11) to train on: the labels and every feature view's source "
+        "table are read at that tag's snapshot (`asgard tables tag TABLE NAME`), not at their current one",
     )
     runner: Literal["local", "kubernetes"] = "local"
     kubernetes: pods.PodOnKubernetes | None = None
@@ -275,6 +283,8 @@ def _train_task(stage: TrainStage, views: list[FeaturesStage], one: Model) -> An
 
     entity = views[0]
     kwargs: dict[str, Any] = {"row_filter": one.row_filter} if one.row_filter else {}
+    if stage.as_of_tag:
+        kwargs["as_of_tag"] = stage.as_of_tag
     task = pods.run(
         MLflowTrainOperator,
         stage,

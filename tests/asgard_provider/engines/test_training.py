@@ -20,6 +20,7 @@ import pyarrow as pa
 import pytest
 
 from asgard_provider.catalog import CatalogSettings
+from asgard_provider.engines import wap
 from asgard_provider.engines.iceberg_tables import write_batches
 from asgard_provider.engines.mlflow_store import MLflowStore
 from asgard_provider.engines.stores import FeastSettings, MLflowSettings, Stores, open_catalog
@@ -203,3 +204,31 @@ def test_the_pod_entry_trains_without_importing_airflow(
     assert result["model_name"] == MODEL and int(result["model_version"]) > int(first[0].model_version)
     client = MLflowStore(MLflowSettings.embedded()).client()
     assert client.get_run(result["run_id"]).data.tags["airflow.run_id"] == "pod__1"
+
+
+def test_as_of_tag_trains_on_the_tagged_snapshot_not_on_rows_appended_after_it(home: Path) -> None:
+    catalog = open_catalog(CatalogSettings.embedded())
+    table = catalog.load_table(LABELS)
+    tagged = wap.tag(table, LABELS, "release_1")
+    tagged_rows = table.scan(snapshot_id=tagged).to_arrow().num_rows
+    write_batches(catalog, LABELS, [labels(n=150, seed=5)], mode="append")
+    current = catalog.load_table(LABELS).current_snapshot()
+    assert current is not None and current.snapshot_id != tagged
+
+    outcome = train(spec(home, as_of_tag="release_1", registered_model_name="tiny_tagged"), stores())
+
+    assert outcome.label_snapshot_id == tagged
+    run = MLflowStore(MLflowSettings.embedded()).client().get_run(outcome.run_id)
+    assert run.data.params["rows"] == str(tagged_rows) == "400"  # the 150 appended rows are not trained on
+    assert run.data.tags["asgard.as_of_tag"] == "release_1"
+    assert run.data.tags["asgard.label_table_snapshot_id"] == str(tagged)
+    assert json.loads(run.data.tags["asgard.input_snapshots"]) == {LABELS: tagged}
+
+
+def test_a_missing_as_of_tag_names_the_key_and_the_tags_that_exist(home: Path) -> None:
+    table = open_catalog(CatalogSettings.embedded()).load_table(LABELS)
+    wap.tag(table, LABELS, "release_0")
+    with pytest.raises(TrainingError, match=r"train\.as_of_tag .*no tag 'release_9' \(its tags: release_0") as err:
+        train(spec(home, as_of_tag="release_9", registered_model_name="tiny_missing_tag"), stores())
+    assert LABELS in str(err.value)
+    assert MLflowStore(MLflowSettings.embedded()).client().search_registered_models("name = 'tiny_missing_tag'") == []

@@ -4,9 +4,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
 import pytest
 
+from asgard_provider.engines import wap
 from asgard_provider.exceptions import TrainingError
+from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.mlflow import MLflowHook
 from asgard_provider.operators.mlflow import resolve_script
 
@@ -173,3 +176,21 @@ def test_script_gets_a_minimal_environment_and_trains_without_airflow(
     assert "pw-0f-source" not in json.dumps(seen)
     assert {"MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "ASGARD_TRAINING_CONTEXT", "ASGARD_HOME", "PATH"} <= set(seen)
     assert seen["MLFLOW_RUN_ID"] == result["run_id"]
+
+
+def test_as_of_tag_trains_the_real_script_on_the_tagged_release(ml_home: Path, champion: dict[str, Any]) -> None:
+    """Rows appended after the tag (new labelled customers) stay out of a run trained ``as_of_tag``."""
+    hook = IcebergHook()
+    table = hook.load_table("gold.customer_metrics")
+    tagged = wap.tag(table, "gold.customer_metrics", "release_1")
+    labelled = table.scan(row_filter="churned IS NOT NULL", snapshot_id=tagged).to_arrow()
+    newer = labelled.set_column(0, "customer_id", pc.add(labelled["customer_id"], 10**6))
+    assert labelled.schema.names[0] == "customer_id"
+    hook.write("gold.customer_metrics", [newer], mode="append")
+
+    result = train_operator(as_of_tag="release_1", registered_model_name="churn_tagged").execute(run_context())
+
+    run = MLflowHook().client().get_run(result["run_id"])
+    assert int(run.data.params["train_rows"]) + int(run.data.params["test_rows"]) == labelled.num_rows == 2000
+    assert run.data.tags["asgard.as_of_tag"] == "release_1"
+    assert json.loads(run.data.tags["asgard.input_snapshots"]) == {"gold.customer_metrics": tagged}
