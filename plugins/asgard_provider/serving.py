@@ -11,7 +11,7 @@ join key(s), ``col=value``; a composite key takes one ``--key`` per column (or `
 given again starts the next entity::
 
     python -m asgard_provider.serving score --pipeline my_pipeline --key account_id=1001
-    python -m asgard_provider.serving score --pipeline demand --key store_id=1 --key sku_id=7
+    python -m asgard_provider.serving score --pipeline my_pipeline --key store_id=1 --key sku_id=7
     python -m asgard_provider.serving serve --pipeline my_pipeline --port 8090   # the Asgard HTTP API on uvicorn
     python -m asgard_provider.serving features --model my_model --key account_id=1001 --format mlflow
 

@@ -36,7 +36,7 @@ class PredictStage(StageModel):
 
     `scope` picks the rows of the features' source table: `latest` each entity's latest row at or before the
     run's date (one prediction per entity, e.g. a risk per account or demand per store and SKU); `new_events` every row
-    whose timestamp falls in the run's data interval (e.g. each new transaction for fraud); `all` every row.
+    whose timestamp falls in the run's data interval (e.g. each new transaction); `all` every row.
     A rerun replaces that date's predictions.
 
     Columns after the entity key (and, for `new_events`/`all`, the features' timestamp field), by the train
