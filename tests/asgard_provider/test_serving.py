@@ -382,6 +382,27 @@ def test_api_read_only_sql_over_the_catalog(api: tuple[Any, dict[str, str]]) -> 
     assert limited["rows"] == [[1001], [1001], [1002], [1002], [1003]] and limited["truncated"] is True
 
 
+def test_api_query_reads_a_table_as_of_a_tag(api: tuple[Any, dict[str, str]]) -> None:
+    import pyarrow as pa
+
+    from asgard_provider.engines import wap
+    from asgard_provider.hooks.iceberg import IcebergHook
+
+    client, auth = api
+    hook = IcebergHook()
+    hook.write("scratch.time_travel", [pa.table({"id": [1, 2]})])
+    tagged = wap.tag(hook.load_table("scratch.time_travel"), "scratch.time_travel", "release_1")
+    hook.write("scratch.time_travel", [pa.table({"id": [3]})], mode="append")
+    sql = "SELECT count(*) FROM scratch.time_travel"
+    now = client.post("/query", json={"sql": sql}, headers=auth).json()
+    then = client.post("/query", json={"sql": sql, "as_of": "release_1"}, headers=auth).json()
+    per_table = client.post("/query", json={"sql": sql, "as_of": {"scratch.time_travel": str(tagged)}}, headers=auth)
+    assert (now["rows"], then["rows"], per_table.json()["rows"]) == ([[3]], [[2]], [[2]])
+    assert then["snapshots"] == {"scratch.time_travel": tagged} and now["snapshots"] == {}
+    missing = client.post("/query", json={"sql": sql, "as_of": "release_9"}, headers=auth)
+    assert missing.status_code == 400 and "tag:release_1" in missing.text
+
+
 @pytest.mark.parametrize(
     ("sql", "message"),
     [

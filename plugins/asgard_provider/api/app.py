@@ -233,7 +233,8 @@ def _query_router(svc: AsgardService) -> APIRouter:
         """One ``SELECT`` (DuckDB dialect) over ``namespace.table``; no files, network, extensions or settings."""
         from asgard_provider.hooks.iceberg import IcebergHook
 
-        result = run_query(IcebergHook().catalog, body.sql, limit=body.limit, timeout_seconds=body.timeout_seconds)
+        catalog = IcebergHook().catalog
+        result = run_query(catalog, body.sql, limit=body.limit, timeout_seconds=body.timeout_seconds, as_of=body.as_of)
         return m.QueryResponse(row_count=len(result.rows), **vars(result))
 
     return router

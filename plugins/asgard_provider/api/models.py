@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 #: Most rows one inference request or one SQL answer may carry.
 MAX_INPUTS = 1000
@@ -166,12 +166,22 @@ class HealthResponse(BaseModel):
     components: dict[str, ComponentHealth]
 
 
+#: A snapshot id, tag or branch name (or a table name, as a key of a per-table ``as_of``).
+_Ref = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
 class QueryRequest(_Strict):
     """One read-only ``SELECT`` over the Iceberg tables (``namespace.table`` or ``iceberg.namespace.table``)."""
 
     sql: str = Field(min_length=1, max_length=100_000, examples=["SELECT count(*) FROM gold.events"])
     limit: int = Field(default=1000, ge=1, le=MAX_ROWS)
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    as_of: _Ref | dict[_Ref, _Ref] | None = Field(
+        default=None,
+        description="read every table as of a snapshot id, tag or branch; or per table "
+        '(`{"gold.events": "release_1"}`; the others read main)',
+        examples=["release_1"],
+    )
 
 
 class QueryResponse(BaseModel):
@@ -183,6 +193,7 @@ class QueryResponse(BaseModel):
     truncated: bool
     tables: list[str]
     elapsed_ms: float
+    snapshots: dict[str, int] = Field(default={}, description="snapshot read per table when `as_of` was given")
 
 
 class ErrorResponse(BaseModel):
