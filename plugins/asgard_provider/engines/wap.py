@@ -322,7 +322,7 @@ def resolve_ref(table: Any, name: str, ref: str | int) -> int:
     refs = table.refs()
     if text in refs:
         return int(refs[text].snapshot_id)
-    if text.lstrip("-").isdigit() and table.snapshot_by_id(int(text)) is not None:
+    if re.fullmatch(r"-?[0-9]{1,20}", text) and table.snapshot_by_id(int(text)) is not None:
         return int(text)
     known = ", ".join(f"{r.snapshot_ref_type.value}:{n}" for n, r in sorted(refs.items())) or "none"
     raise CatalogError(

@@ -111,3 +111,18 @@ def test_rollback_restores_previous_contents_and_history_names_refs(asgard_home:
     assert after[entries[-1].snapshot_id].on_main is False  # kept for a roll forward, off main's lineage
     with pytest.raises(CatalogError, match="has no snapshot 42"):
         wap.rollback(hook.load_table("silver.t"), "silver.t", 42)
+
+
+def test_resolve_ref_takes_a_snapshot_id_a_tag_or_a_branch_and_names_them_otherwise(asgard_home: Path) -> None:
+    hook = IcebergHook()
+    first = hook.write("silver.refs", [pa.table({"id": [1]})])["snapshot_id"]
+    table = hook.load_table("silver.refs")
+    assert wap.tag(table, "silver.refs", "release_1") == first
+    hook.write("silver.refs", [pa.table({"id": [2]})], mode="append")
+    table = hook.load_table("silver.refs")
+    assert wap.resolve_ref(table, "silver.refs", "release_1") == first
+    assert wap.resolve_ref(table, "silver.refs", str(first)) == first
+    assert wap.resolve_ref(table, "silver.refs", "main") == table.current_snapshot().snapshot_id
+    for bad in ("²", "9" * 25, "release_2"):  # a Unicode digit or an overlong number is a name, not an id
+        with pytest.raises(CatalogError, match=r"has no snapshot, tag or branch .*tag:release_1"):
+            wap.resolve_ref(table, "silver.refs", bad)
