@@ -27,8 +27,13 @@ from asgard_provider.stages.export import files_name
 
 
 def export_asset(to: str) -> Asset:
-    """Return the Asset of the file set an export to ``to`` writes: named ``files:<to>``, at its URI."""
-    return files_asset(files_name(to), uri_of(resolve_destination(to, asgard_home())))
+    """Return the Asset of the file set an export to ``to`` writes, at its URI.
+
+    Named ``files:<destination>`` with ``${ASGARD_HOME}`` resolved: Airflow deactivates an asset whose name
+    reappears with another URI, so the name follows the URI (another ``$ASGARD_HOME`` is another asset).
+    """
+    destination = resolve_destination(to, asgard_home())
+    return files_asset(files_name(destination), uri_of(destination))
 
 
 class ExportOperator(LineageMixin, BaseOperator):
