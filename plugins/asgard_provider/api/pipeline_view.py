@@ -143,8 +143,8 @@ def _table(stage: str, name: str) -> TableState:
 
 def predictions(output_table: str) -> Predictions:
     """Drift and the prediction histogram of the latest date in ``output_table``'s monitoring table."""
+    from asgard_provider.engines.monitoring import monitoring_table
     from asgard_provider.hooks.iceberg import IcebergHook
-    from asgard_provider.monitoring import monitoring_table
 
     hook = IcebergHook()
     monitor = monitoring_table(output_table)

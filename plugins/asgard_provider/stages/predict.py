@@ -9,9 +9,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
+from asgard_provider.engines.monitoring import monitoring_table
 from asgard_provider.engines.scoring import PredictionColumns, Scope
 from asgard_provider.evaluation import BINARY, DEFAULT_RISK_THRESHOLDS, MULTICLASS
-from asgard_provider.monitoring import monitoring_table
 from asgard_provider.stages import pods
 from asgard_provider.stages.base import AS_OF, Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
 from asgard_provider.stages.features import FeaturesStage, feature_refs, feature_set
