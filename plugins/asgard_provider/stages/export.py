@@ -82,7 +82,7 @@ class ExportStage(StageModel):
 
 
 def files_name(to: str) -> str:
-    """Name what an export to ``to`` writes, as ``asgard show`` lists it and its Asset is named: ``files:<to>``."""
+    """Name the file set in ``to``: ``files:<to>`` (the graph names the config's ``to``, the Asset the resolved one)."""
     return f"files:{to.rstrip('/')}"
 
 
