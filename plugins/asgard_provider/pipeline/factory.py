@@ -55,7 +55,7 @@ def build_dag(cfg: PipelineConfig, *, base_dir: Path | None = None, config_path:
         for node in graph.nodes:
             built[node] = node.kind.build(node, base)
             for upstream, table in graph.upstream(node):
-                _ready(built[upstream], table) >> built[node].entry
+                _wire(built[upstream], built[node], table)
     _keep_literal(dag, literal_strings(cfg))
     return dag
 
@@ -92,6 +92,15 @@ def _literal(value: Any, texts: set[str]) -> Any:
     if isinstance(value, dict):
         return {key: _literal(item, texts) for key, item in value.items()}
     return value
+
+
+def _wire(upstream: Built, built: Built, table: str | None) -> None:
+    """Make ``built`` wait for ``upstream``: resource by resource where both name tasks for it, else as a whole."""
+    lanes = [name for name in built.start if name in upstream.ready] if table is None else []
+    for name in lanes:  # e.g. one model per partition value: each scoring task waits only for its own training
+        upstream.ready[name] >> built.start[name]
+    if not lanes:
+        _ready(upstream, table) >> built.entry
 
 
 def _ready(built: Built, table: str | None) -> Any:

@@ -128,6 +128,8 @@ class Built:
     exit: Any
     #: the task after which a table is ready, when not ``exit`` (a table published before the stage's last task)
     ready: Mapping[str, Any] = field(default_factory=dict)
+    #: the task that reads a resource, when not ``entry``: it waits only for the task making that resource ready
+    start: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from asgard_provider.evaluation import BINARY, DEFAULT_RISK_THRESHOLDS, MULTICLA
 from asgard_provider.stages import pods
 from asgard_provider.stages.base import AS_OF, Built, Node, Read, StageKind, StageModel, StageSpec, TableName, Write
 from asgard_provider.stages.features import FeaturesStage, feature_refs, feature_set
-from asgard_provider.stages.train import Model, TrainStage
+from asgard_provider.stages.train import Model, TrainStage, model
 
 TASK = "batch_inference"
 _COLUMN = re.compile(r"[a-z_][a-z0-9_]*\Z")
@@ -108,7 +108,7 @@ def spec(stage: PredictStage, where: str, base: Path, inputs: Mapping[str, Node]
         train: TrainStage = inputs["train"].config
         entity: FeaturesStage = feature_set(inputs["train"].inputs["features"])[0].config
         models = scored(stage, train)
-        reads = [*(Read(f"mlflow:{m.registered_model}@{stage.model_alias}") for _, _, m in models)]
+        reads = [*(Read(f"{model(m.registered_model)}@{stage.model_alias}") for _, _, m in models)]
         reads.append(Read(entity.source_table))
         outputs = [(task, table, m.value and m.registered_model) for task, table, m in models]
         problems = _task_problems(stage, train, where)
@@ -157,9 +157,11 @@ def build(node: Node, base: Path) -> Built:
     from airflow.sdk import TaskGroup
 
     with TaskGroup(group_id=stage.name or TASK, tooltip=f"one predictions table per {train.partition.column}") as group:
-        for task_id, table, one in models:
-            _inference_task(stage, train, views, task_id, table, one)
-    return Built(entry=group, exit=group)
+        tasks = {
+            model(one.registered_model): _inference_task(stage, train, views, task_id, table, one)
+            for task_id, table, one in models
+        }
+    return Built(entry=group, exit=group, start=tasks)
 
 
 def _inference_task(

@@ -271,9 +271,8 @@ def build(node: Node, base: Path) -> Built:
     with TaskGroup(
         group_id=stage.task_id, tooltip=f"one {stage.registered_model} per {stage.partition.column}"
     ) as group:
-        for one in stage.models():
-            _train_task(stage, views, one)
-    return Built(entry=group, exit=group)
+        tasks = {model(one.registered_model): _train_task(stage, views, one) for one in stage.models()}
+    return Built(entry=group, exit=group, ready=tasks)
 
 
 def _train_task(stage: TrainStage, views: list[FeaturesStage], one: Model) -> Any:

@@ -104,7 +104,8 @@ PRODUCTION: dict[str, Any] = {
     },
 }
 
-#: One model per category (task groups train_model and batch_inference), two feature views registered in turn.
+#: One model per category (task groups train_model and batch_inference: each scoring task waits only for its own
+#: training task), two feature views registered in turn.
 DEMAND: dict[str, Any] = {
     "edges": [
         ("check_clean_daily_sales", "gold.demand_features_model_build"),
@@ -124,13 +125,7 @@ DEMAND: dict[str, Any] = {
         ("register_store_sku_demand", "train_model.fresh"),
         ("register_store_sku_demand", "train_model.household"),
         ("train_model.dry", "batch_inference.dry"),
-        ("train_model.dry", "batch_inference.fresh"),
-        ("train_model.dry", "batch_inference.household"),
-        ("train_model.fresh", "batch_inference.dry"),
         ("train_model.fresh", "batch_inference.fresh"),
-        ("train_model.fresh", "batch_inference.household"),
-        ("train_model.household", "batch_inference.dry"),
-        ("train_model.household", "batch_inference.fresh"),
         ("train_model.household", "batch_inference.household"),
     ],
     "outlets": {
