@@ -210,7 +210,6 @@ def build_dbt_task_group(
     dbt_vars: dict[str, Any],
     select: list[str] | None = None,
     target: str = "duckdb",
-    operator_args: dict[str, Any] | None = None,
     trino_conn_id: str | None = None,
     branch_tables: list[str] | None = None,
     branch_retention_days: int | None = None,
@@ -234,18 +233,16 @@ def build_dbt_task_group(
         # dag.test() and tests run several pipelines' dbt tasks in one process: start each from a fresh
         # dbt-duckdb environment, so its plugin reads this run's catalog.
         "on_execute_callback": _reset_dbt_duckdb,
-        "install_deps": False,
         "vars": dict(dbt_vars),
-        "env": {**_dbt_env(target), **wap_env(list(branch_tables or []), branch_retention_days)},
         "append_env": True,
     }
-    args.update(operator_args or {})
     project_config = ProjectConfig(
         dbt_project_path=project_dir,
         manifest_path=manifest,
         project_name=project_name,
         install_dbt_deps=False,
         partial_parse=False,
+        env_vars={**_dbt_env(target), **wap_env(list(branch_tables or []), branch_retention_days)},
     )
     # Cosmos wraps the path in an ObjectStoragePath, whose first open() loads every Airflow plugin in the DAG
     # processor's child; the manifest is a local file, so read it as one.
