@@ -7,8 +7,6 @@ this script logs (only if the script succeeds and the promotion gates pass). The
 from __future__ import annotations
 
 import mlflow
-import mlflow.sklearn
-from mlflow.models import infer_signature
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
@@ -61,17 +59,8 @@ def main() -> None:
         mlflow.log_metrics(metrics)
         ctx.log_datasets(train, holdout)
 
-        mlflow.sklearn.log_model(
-            model,
-            name=ctx.model_artifact_path,
-            signature=infer_signature(X_train, proba),
-            # skops (MLflow's safe default format) refuses tree models unless their node storage is trusted.
-            skops_trusted_types=["sklearn.tree._tree.Tree"],
-            # MLflow's model server (`mlflow models serve`) answers with class probabilities, not labels.
-            pyfunc_predict_fn="predict_proba",
-            # Pin the flavor's own requirements instead of inferring them (inference reloads the model in a
-            # subprocess, which costs more than the training itself here).
-            pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
+        ctx.log_sklearn_model(
+            model, X_train, proba, trusted_types=["sklearn.tree._tree.Tree"], predict_fn="predict_proba"
         )
 
     for name, value in metrics.items():

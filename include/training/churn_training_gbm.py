@@ -7,8 +7,6 @@ those of scikit-learn's GradientBoostingClassifier plus ``test_size`` (the holdo
 from __future__ import annotations
 
 import mlflow
-import mlflow.sklearn
-from mlflow.models import infer_signature
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, log_loss, roc_auc_score
 
@@ -67,15 +65,7 @@ def main() -> None:
         }
         mlflow.log_metrics(metrics)
         ctx.log_datasets(train, holdout)
-        mlflow.sklearn.log_model(
-            model,
-            name=ctx.model_artifact_path,
-            signature=infer_signature(X_train, proba),
-            skops_trusted_types=TRUSTED_TYPES,
-            # MLflow's model server (`mlflow models serve`) answers with class probabilities, not labels.
-            pyfunc_predict_fn="predict_proba",
-            pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
-        )
+        ctx.log_sklearn_model(model, X_train, proba, trusted_types=TRUSTED_TYPES, predict_fn="predict_proba")
 
     for name, value in metrics.items():
         print(f"{name}: {value:.4f}")

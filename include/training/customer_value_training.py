@@ -8,8 +8,6 @@ succeeds and the promotion gates pass). The contract is in docs/ml.md.
 from __future__ import annotations
 
 import mlflow
-import mlflow.sklearn
-from mlflow.models import infer_signature
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
 
@@ -57,13 +55,7 @@ def main() -> None:
         }
         mlflow.log_metrics(metrics)
         ctx.log_datasets(train, holdout)
-        mlflow.sklearn.log_model(
-            model,
-            name=ctx.model_artifact_path,
-            signature=infer_signature(x_train, proba),
-            skops_trusted_types=["sklearn.tree._tree.Tree"],
-            pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
-        )
+        ctx.log_sklearn_model(model, x_train, proba, trusted_types=["sklearn.tree._tree.Tree"])
 
     for name, value in metrics.items():
         print(f"{name}: {value:.4f}")

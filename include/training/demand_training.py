@@ -10,9 +10,7 @@ the training context and registers the model this script logs. The contract is i
 from __future__ import annotations
 
 import mlflow
-import mlflow.sklearn
 import numpy as np
-from mlflow.models import infer_signature
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.metrics import mean_absolute_error
 
@@ -72,14 +70,9 @@ def main() -> None:
         }
         mlflow.log_metrics(metrics)
         ctx.log_datasets(train, holdout)
-        mlflow.sklearn.log_model(
-            model,
-            name=ctx.model_artifact_path,
-            signature=infer_signature(x_train, predicted),
-            # skops (MLflow's safe default format) refuses the fitted trees unless their predictor type is trusted.
-            skops_trusted_types=["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"],
-            pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
-        )
+        # skops (MLflow's safe default format) refuses the fitted trees unless their predictor type is trusted.
+        trusted = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
+        ctx.log_sklearn_model(model, x_train, predicted, trusted_types=trusted)
 
     for name, value in metrics.items():
         print(f"{name}: {value:.4f}")

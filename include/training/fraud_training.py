@@ -8,9 +8,7 @@ script logs (only if the script succeeds and the promotion gates pass). The cont
 from __future__ import annotations
 
 import mlflow
-import mlflow.sklearn
 import numpy as np
-from mlflow.models import infer_signature
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import average_precision_score, precision_score, recall_score, roc_auc_score
 
@@ -79,14 +77,7 @@ def main() -> None:
         }
         mlflow.log_metrics(metrics)
         ctx.log_datasets(train, holdout)
-        mlflow.sklearn.log_model(
-            model,
-            name=ctx.model_artifact_path,
-            signature=infer_signature(x_train, proba),
-            # skops (MLflow's safe default format) refuses tree models unless their node storage is trusted.
-            skops_trusted_types=["sklearn.tree._tree.Tree"],
-            pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
-        )
+        ctx.log_sklearn_model(model, x_train, proba, trusted_types=["sklearn.tree._tree.Tree"])
 
     for name, value in metrics.items():
         print(f"{name}: {value:.4f}")

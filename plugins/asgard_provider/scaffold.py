@@ -285,7 +285,6 @@ task, computes the holdout metrics the script does not log itself, gates and reg
 from __future__ import annotations
 
 import mlflow
-import mlflow.sklearn
 from sklearn.ensemble import __MODEL_CLASS__
 __METRIC_IMPORTS__
 from asgard_provider.training import TrainingContext
@@ -303,13 +302,8 @@ def main() -> None:
         model = __MODEL_CLASS__(**params)
         model.fit(x_train, y_train)
 __METRICS__        ctx.log_datasets(train, holdout)  # the holdout metrics of the task type are computed from these
-        mlflow.sklearn.log_model(
-            model,
-            name=ctx.model_artifact_path,
-            skops_trusted_types=["sklearn.tree._tree.Tree"],  # skops loads tree models only when trusted
-            # Pinned instead of inferred: inference reloads the model in a subprocess (about 10 s per model).
-            pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
-        )
+        # skops (MLflow's safe format) loads a tree model only when its node storage is trusted (docs/build-your-own.md)
+        ctx.log_sklearn_model(model, x_train, trusted_types=["sklearn.tree._tree.Tree"])
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,41 @@ class TrainingContext:
             lambda key: int.from_bytes(hashlib.sha256(f"{salt}:{key}".encode()).digest()[:8], "big") < cutoff
         ).astype(bool)
         return frame[~held].reset_index(drop=True), frame[held].reset_index(drop=True)
+
+    def log_sklearn_model(
+        self,
+        model: Any,
+        inputs: Any = None,
+        outputs: Any = None,
+        *,
+        trusted_types: Sequence[str] = (),
+        predict_fn: str | None = None,
+    ) -> None:
+        """Log a scikit-learn ``model`` at :attr:`model_artifact_path` of the active MLflow run.
+
+        The signature is inferred from ``inputs`` and ``outputs`` when given. skops (MLflow's safe format) loads
+        only the ``trusted_types`` it does not know (a tree model's node storage). Requirements are the flavor's
+        own, pinned: inferring them reloads the model in a subprocess and no input example is logged, since
+        validating one reloads it too (each cost more than the training on the demo data). ``predict_fn``
+        names the method MLflow's model server calls (``predict_proba`` for class probabilities).
+        """
+        import mlflow
+        import mlflow.sklearn
+
+        if mlflow.active_run() is None:
+            raise TrainingError("log_sklearn_model must be called inside `with mlflow.start_run():`")
+        options: dict[str, Any] = {"pyfunc_predict_fn": predict_fn} if predict_fn else {}
+        if inputs is not None:
+            from mlflow.models import infer_signature
+
+            options["signature"] = infer_signature(inputs, outputs)
+        mlflow.sklearn.log_model(
+            model,
+            name=self.model_artifact_path,
+            skops_trusted_types=list(trusted_types) or None,
+            pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
+            **options,
+        )
 
     def log_datasets(self, train: Any, holdout: Any) -> None:
         """Log the holdout rows and the training-set feature profile into the active MLflow run.

@@ -191,3 +191,32 @@ def test_a_tagged_training_set_is_the_tagged_snapshots_rows_not_newer_ones(asgar
     # Unpinned features read the current snapshot; unpinned labels add the newer rows.
     assert len(labels_only) == 150 and (labels_only[COLUMNS[0]] == EXTREME).all()
     assert len(current) == 300
+
+
+def test_log_sklearn_model_logs_a_loadable_pinned_model_with_a_signature(tmp_path: Path) -> None:
+    import mlflow
+    from mlflow.models import Model
+    from sklearn.ensemble import RandomForestClassifier
+
+    from asgard_provider.exceptions import TrainingError
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("log_model")
+    x = pd.DataFrame({"a": np.arange(40.0), "b": np.arange(40.0) % 7})
+    y = (x["a"] > 20).astype("int64")
+    model = RandomForestClassifier(n_estimators=5, random_state=0).fit(x, y)
+    ctx = _context(model_artifact_path="model")
+    with pytest.raises(TrainingError, match=r"inside `with mlflow\.start_run"):
+        ctx.log_sklearn_model(model, x)
+    with mlflow.start_run() as run:
+        ctx.log_sklearn_model(
+            model, x, model.predict_proba(x), trusted_types=["sklearn.tree._tree.Tree"], predict_fn="predict_proba"
+        )
+    uri = f"runs:/{run.info.run_id}/model"
+    logged = Model.load(uri)
+    assert logged.signature is not None and logged.signature.inputs.input_names() == ["a", "b"]
+    assert logged.saved_input_example_info is None  # no example: MLflow would reload the model to validate it
+    requirements = Path(mlflow.artifacts.download_artifacts(f"{uri}/requirements.txt")).read_text()
+    assert "skops" in requirements and "scikit-learn==" in requirements
+    reloaded = mlflow.pyfunc.load_model(uri).predict(x)
+    np.testing.assert_allclose(np.asarray(reloaded), model.predict_proba(x))
