@@ -104,6 +104,16 @@ def publish(catalog: Any, tables: Sequence[str], branch: str) -> list[Published]
     return [_apply(plan, branch) for plan in plans]
 
 
+def publish_run(catalog: Any, tables: Sequence[str], run_id: str) -> dict[str, Published]:
+    """Publish the branch of ``run_id`` (:func:`run_branch`) for ``tables``; return each table's move by name.
+
+    Without a run id the writes went to main (see ``write_batches``) and nothing is published.
+    """
+    if not run_id:
+        return {}
+    return {done.table: done for done in publish(catalog, tables, run_branch(run_id))}
+
+
 @dataclass(frozen=True)
 class _Plan:
     """How one table's main moves: to ``target`` (fast-forward) or by replaying ``replay`` onto ``previous``."""
