@@ -72,6 +72,7 @@ def write_batches(
     snapshot_properties: dict[str, str] | None = None,
     branch: str | None = None,
     branch_retention_days: int | None = None,
+    run_id: str | None = None,
 ) -> WriteResult:
     """Write Arrow batches to ``namespace.table`` of ``catalog`` in ONE Iceberg commit.
 
@@ -80,7 +81,9 @@ def write_batches(
     widened types evolve the table schema; incompatible changes raise :class:`CatalogError`. Batches are written
     to data files as they arrive, so memory stays bounded by one batch; nothing is visible unless the write commits.
     With ``branch`` the commit goes to that branch, first reset to main (see :mod:`asgard_provider.engines.wap`):
-    readers of main see nothing of it until the branch is published.
+    readers of main see nothing of it until the branch is published; ``overwrite_filter`` is then recorded
+    (``wap.REPLACE_PROPERTY``) so a publish after another run's can replay it. ``run_id`` (empty: main) writes
+    on that run's branch (``wap.run_branch``) and records the run (``wap.RUN_PROPERTY``).
     """
     from pyiceberg.exceptions import CommitFailedException, ValidationError
 
@@ -99,11 +102,11 @@ def write_batches(
     else:  # no rows for an existing table: keep its schema (an overwrite then only deletes)
         arrow_schema = load_table(catalog, name).schema().as_arrow()
     table = _create_or_load(catalog, namespace, table_name, arrow_schema, partition_by)
-    if branch:
+    target = _target(mode, overwrite_filter, snapshot_properties or {}, branch, run_id)
+    if target.branch != MAIN_BRANCH:
         from asgard_provider.engines import wap
 
-        wap.start_branch(table, branch, branch_retention_days or wap.BRANCH_RETENTION_DAYS)
-    target = _Target(mode, overwrite_filter, snapshot_properties or {}, branch or MAIN_BRANCH)
+        wap.start_branch(table, target.branch, branch_retention_days or wap.BRANCH_RETENTION_DAYS)
     try:
         rows = _commit(table, first_table, it, arrow_schema, target)
     except ValidationError as exc:
@@ -111,8 +114,8 @@ def write_batches(
     except CommitFailedException as exc:
         raise CatalogError(f"concurrent commit to {name} conflicted; retry the task: {exc}") from exc
     table = table.refresh()
-    if branch:
-        wap.keep_branch(table, branch, branch_retention_days or wap.BRANCH_RETENTION_DAYS)  # a commit drops it
+    if target.branch != MAIN_BRANCH:
+        wap.keep_branch(table, target.branch, branch_retention_days or wap.BRANCH_RETENTION_DAYS)  # a commit drops it
     ref = table.refresh().refs().get(target.branch)
     return WriteResult(f"{namespace}.{table_name}", rows, ref.snapshot_id if ref is not None else None)
 
@@ -127,11 +130,28 @@ class _Target:
     branch: str
 
 
+def _target(
+    mode: str, overwrite_filter: str | None, props: dict[str, str], branch: str | None, run_id: str | None
+) -> _Target:
+    """Return where a write commits: main, ``branch``, or ``run_id``'s branch (recording run and replaced slice)."""
+    if not branch and not run_id:
+        return _Target(mode, overwrite_filter, dict(props), MAIN_BRANCH)
+    from asgard_provider.engines import wap
+
+    recorded = dict(props)
+    if run_id:
+        recorded.setdefault(wap.RUN_PROPERTY, run_id)
+    if mode == "overwrite" and overwrite_filter:
+        recorded.setdefault(wap.REPLACE_PROPERTY, overwrite_filter)
+    return _Target(mode, overwrite_filter, recorded, branch or wap.run_branch(str(run_id)))
+
+
 def _commit(
     table: Any, first: pa.Table | None, rest: Iterator[pa.RecordBatch | pa.Table], arrow_schema: pa.Schema, to: _Target
 ) -> int:
     """Stage every batch in one transaction and commit it; return the rows written."""
     rows = 0
+    base = table.metadata.last_sequence_number
     txn = table.transaction()
     _evolve(txn, arrow_schema)
     on = {"snapshot_properties": to.props, "branch": to.branch}
@@ -151,7 +171,14 @@ def _commit(
         else:
             txn.append(data, **on)
         rows += data.num_rows
-    txn.commit_transaction()
+    try:
+        txn.commit_transaction()
+    except ValueError as exc:  # pyiceberg cannot rebase a transaction another commit overtook (any branch)
+        from pyiceberg.exceptions import CommitFailedException
+
+        if table.refresh().metadata.last_sequence_number == base:
+            raise
+        raise CommitFailedException(f"another writer committed while this write was staged: {exc}") from exc
     return rows
 
 

@@ -2,11 +2,13 @@
 
 A full refresh replaces the whole target table. An incremental load reads the rows whose cursor lies in the
 run's data interval ``[lower, upper)`` and replaces exactly that slice of the target, so rerunning an interval
-never duplicates rows.
+never duplicates rows. With a run id the commit goes to the run's branch and is published once it succeeded
+(write-audit-publish, :mod:`asgard_provider.engines.wap`): a failed load leaves main as it was.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from asgard_provider.catalog import split_table_name
+from asgard_provider.engines import wap
 from asgard_provider.engines.iceberg_tables import WriteResult, write_batches
 from asgard_provider.exceptions import SourceError
 from asgard_provider.sources.common import utc_naive
@@ -40,13 +43,14 @@ class Window:
 
 @dataclass(frozen=True)
 class Load:
-    """One Bronze load: the target, its partition spec, snapshot properties and, if incremental, cursor and window."""
+    """One Bronze load: target, partition spec, snapshot properties, the run (``""``: write main) and window."""
 
     target_table: str
     partition_by: Sequence[str] = ()
     snapshot_properties: Mapping[str, str] = field(default_factory=dict)
     cursor: str | None = None
     window: Window | None = None
+    run_id: str = ""
 
 
 def truthy(value: bool | str) -> bool:
@@ -93,9 +97,18 @@ def slice_filter(catalog: Any, table: str, cursor: str, within: Window) -> str:
 
 
 def load(catalog: Any, batches: Iterable[pa.RecordBatch], spec: Load, log: logging.Logger) -> WriteResult:
-    """Write ``batches`` to the target in ONE commit: the whole table, or the window's slice when incremental.
+    """Write ``batches`` to the target in ONE commit (:func:`write`), then publish it (:func:`publish`).
 
-    An empty window of a table that does not exist yet commits nothing; the result's ``snapshot_id`` is then None.
+    A load that fails leaves main unchanged and, with a run id, keeps the run's branch for inspection.
+    """
+    return publish(catalog, write(catalog, batches, spec, log), spec, log)
+
+
+def write(catalog: Any, batches: Iterable[pa.RecordBatch], spec: Load, log: logging.Logger) -> WriteResult:
+    """Commit ``batches`` as the whole table, or as the window's slice when incremental; return the commit.
+
+    With ``spec.run_id`` the commit goes to the run's branch, recording the slice's filter for a replay. An
+    empty window of a table that does not exist yet commits nothing; the result's ``snapshot_id`` is then None.
     """
     props = dict(spec.snapshot_properties)
     overwrite_filter = None
@@ -116,4 +129,20 @@ def load(catalog: Any, batches: Iterable[pa.RecordBatch], spec: Load, log: loggi
         overwrite_filter=overwrite_filter,
         partition_by=spec.partition_by,
         snapshot_properties=props,
+        run_id=spec.run_id,
     )
+
+
+def publish(catalog: Any, written: WriteResult, spec: Load, log: logging.Logger) -> WriteResult:
+    """Move main of the target to the run's branch (:func:`wap.publish_run`); return ``written`` with main's snapshot.
+
+    A fast-forward, or a replay of the slice replace when another run published the table since this one
+    branched. Nothing to do without a run id (the write went to main) or without a commit.
+    """
+    if written.snapshot_id is None:
+        return written
+    done = wap.publish_run(catalog, [written.table], spec.run_id).get(written.table)
+    if done is None:
+        return written
+    log.info("published %s: main %s -> %s (run %s)", written.table, done.previous, done.snapshot_id, spec.run_id)
+    return dataclasses.replace(written, snapshot_id=done.snapshot_id)

@@ -9,6 +9,7 @@ and the task pod (:mod:`asgard_provider.pod_entry`) both call it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -19,7 +20,8 @@ from typing import Any, Literal, get_args
 import numpy as np
 import pyarrow as pa
 
-from asgard_provider.engines.iceberg_tables import load_table, write_batches
+from asgard_provider.engines import wap
+from asgard_provider.engines.iceberg_tables import WriteResult, load_table, write_batches
 from asgard_provider.engines.mlflow_store import MLflowStore
 from asgard_provider.engines.monitoring import (
     DRIFT_THRESHOLD,
@@ -495,12 +497,14 @@ def score(spec: ScoringSpec, stores: Stores, log: logging.Logger = _LOG) -> Scor
             partition_by=["as_of_date"],
             schema=scorer.schema(entities),
             snapshot_properties=properties,
+            run_id=spec.run_id,
         )
     except CatalogError as exc:
         raise InferenceError(f"writing predictions to {spec.output_table} failed: {exc}") from exc
     rows, table, snapshot = written.rows_written, written.table, written.snapshot_id
     log.info("wrote %s predictions for %s to %s (snapshot %s)", rows, as_of, table, snapshot)
     monitoring = _monitor(spec, catalog, scorer, tally, reference, properties, log) if spec.monitor else None
+    written, monitoring = _publish(catalog, spec.run_id, written, monitoring)
     return ScoringOutcome(
         table=written.table,
         rows_written=written.rows_written,
@@ -574,6 +578,7 @@ def _monitor(
             partition_by=["as_of_date"],
             schema=report.table().schema,
             snapshot_properties=properties,
+            run_id=spec.run_id,
         )
     except CatalogError as exc:
         raise InferenceError(f"writing monitoring stats to {spec.monitoring} failed: {exc}") from exc
@@ -587,3 +592,20 @@ def _monitor(
         {k: None if v is None else round(v, 4) for k, v in report.feature_psi.items()},
     )
     return MonitoringOutcome(written.table, written.snapshot_id, len(tally.stats), report)
+
+
+def _publish(
+    catalog: Any, run_id: str, written: WriteResult, monitoring: MonitoringOutcome | None
+) -> tuple[WriteResult, MonitoringOutcome | None]:
+    """Publish the run's branch of the predictions and monitoring tables; return them with main's snapshots.
+
+    Both were written on the run's branch (write-audit-publish); main of each moves only now, after every row
+    was scored exactly once and both writes committed. Without a run id they were written to main.
+    """
+    tables = [written.table, *([monitoring.table] if monitoring is not None else [])]
+    moved = wap.publish_run(catalog, tables, run_id)
+    if written.table in moved:
+        written = dataclasses.replace(written, snapshot_id=moved[written.table].snapshot_id)
+    if monitoring is not None and monitoring.table in moved:
+        monitoring = dataclasses.replace(monitoring, snapshot_id=moved[monitoring.table].snapshot_id)
+    return written, monitoring

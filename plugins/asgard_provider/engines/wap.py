@@ -25,7 +25,8 @@ BRANCH_PREFIX = "run_"
 BRANCH_RETENTION_DAYS = 7
 #: Snapshot summary property naming the Airflow run that wrote a snapshot.
 RUN_PROPERTY = "asgard.run-id"
-#: Snapshot summary property holding the Iceberg filter of the slice a commit replaced (a replay re-applies it).
+#: Snapshot summary property holding the Iceberg filter of the slice a commit deleted (a replay re-applies it).
+#: Such a commit only deletes (the files it adds are what it kept of files it rewrote); new rows are appended.
 REPLACE_PROPERTY = "asgard.replace-filter"
 #: Snapshot summary property of a replayed commit: the branch snapshot it re-applied onto main.
 REPLAYED_PROPERTY = "asgard.replayed-from"
@@ -103,6 +104,16 @@ def publish(catalog: Any, tables: Sequence[str], branch: str) -> list[Published]
     return [_apply(plan, branch) for plan in plans]
 
 
+def publish_run(catalog: Any, tables: Sequence[str], run_id: str) -> dict[str, Published]:
+    """Publish the branch of ``run_id`` (:func:`run_branch`) for ``tables``; return each table's move by name.
+
+    Without a run id the writes went to main (see ``write_batches``) and nothing is published.
+    """
+    if not run_id:
+        return {}
+    return {done.table: done for done in publish(catalog, tables, run_branch(run_id))}
+
+
 @dataclass(frozen=True)
 class _Plan:
     """How one table's main moves: to ``target`` (fast-forward) or by replaying ``replay`` onto ``previous``."""
@@ -151,7 +162,9 @@ def _replayable(table: Any, name: str, branch: str, target: int, main: int) -> _
     """Return the branch's net change since it forked, or raise :class:`PublishError` if it cannot be replayed.
 
     Replayable commits append rows, or replace a slice whose filter they recorded; a whole-table overwrite or a
-    MERGE (no recorded filter) could drop what the other run published, so it is refused.
+    MERGE (no recorded filter) could drop what the other run published, so it is refused. Only files added by
+    append commits are re-appended: the files a slice delete added are the rows it kept of a file it rewrote,
+    which the replayed delete rewrites again from the new main (re-appending them would duplicate those rows).
     """
     lineage = set(ancestors(table, main))
     fork, commits = None, []
@@ -167,6 +180,7 @@ def _replayable(table: Any, name: str, branch: str, target: int, main: int) -> _
         )
     filters: list[str] = []
     properties: dict[str, str] = {REPLAYED_PROPERTY: str(target)}
+    appended: set[int] = set()
     for snap in reversed(commits):
         props = snap.summary.additional_properties if snap.summary else {}
         replaced = props.get(REPLACE_PROPERTY)
@@ -181,20 +195,26 @@ def _replayable(table: Any, name: str, branch: str, target: int, main: int) -> _
             )
         if replaced is not None and replaced not in filters:
             filters.append(replaced)
+        if operation == "append":
+            appended.add(snap.snapshot_id)
         if RUN_PROPERTY in props:
             properties[RUN_PROPERTY] = props[RUN_PROPERTY]
     before = _data_files(table, name, fork)
-    added = [f for path, f in _data_files(table, name, target).items() if path not in before]
+    live = _data_files(table, name, target).items()
+    added = [f for path, (f, by) in live if path not in before and by in appended]
     return _Replay(filters, added, properties)
 
 
-def _data_files(table: Any, name: str, snapshot_id: int | None) -> dict[str, Any]:
-    """Live data files of a snapshot by path; raise :class:`PublishError` on delete files (not replayable)."""
+def _data_files(table: Any, name: str, snapshot_id: int | None) -> dict[str, tuple[Any, int]]:
+    """Live data files of a snapshot by path, with the snapshot that added each.
+
+    Raises :class:`PublishError` on delete files (not replayable).
+    """
     from pyiceberg.manifest import ManifestContent
 
     if snapshot_id is None:
         return {}
-    files: dict[str, Any] = {}
+    files: dict[str, tuple[Any, int]] = {}
     for manifest in table.snapshot_by_id(snapshot_id).manifests(table.io):
         if manifest.content != ManifestContent.DATA:
             raise PublishError(
@@ -202,7 +222,7 @@ def _data_files(table: Any, name: str, snapshot_id: int | None) -> dict[str, Any
                 f"files only); nothing moved: clear the task that wrote {name}"
             )
         for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
-            files[entry.data_file.file_path] = entry.data_file
+            files[entry.data_file.file_path] = (entry.data_file, entry.snapshot_id)
     return files
 
 

@@ -99,11 +99,12 @@ class IcebergHook(BaseHook):
         snapshot_properties: dict[str, str] | None = None,
         branch: str | None = None,
         branch_retention_days: int | None = None,
+        run_id: str | None = None,
     ) -> dict[str, Any]:
         """Write Arrow batches to ``namespace.table`` in ONE Iceberg commit; return rows and snapshot id.
 
         See :func:`asgard_provider.engines.iceberg_tables.write_batches` for the modes, schema evolution and
-        ``branch`` (write-audit-publish: the commit goes to the run's branch, main is untouched).
+        ``branch``/``run_id`` (write-audit-publish: the commit goes to the run's branch, main is untouched).
         """
         return write_batches(
             self.catalog,
@@ -116,4 +117,5 @@ class IcebergHook(BaseHook):
             snapshot_properties=snapshot_properties,
             branch=branch,
             branch_retention_days=branch_retention_days,
+            run_id=run_id,
         ).as_dict()

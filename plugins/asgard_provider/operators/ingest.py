@@ -1,4 +1,8 @@
-"""Embedded ingestion: source tables and files into Bronze Iceberg tables, streamed in bounded batches."""
+"""Embedded ingestion: source tables and files into Bronze Iceberg tables, streamed in bounded batches.
+
+Each load commits on the run's branch (``run_<run id>``) and publishes it to main once the commit succeeded
+(write-audit-publish, :func:`asgard_provider.engines.ingest.load`); only then is the table's asset event emitted.
+"""
 
 from __future__ import annotations
 
@@ -122,13 +126,14 @@ def _snapshot_properties(context: Context, source: str) -> dict[str, str]:
 
 
 def _load(op: Any, context: Context, source: str, window: Window | None = None) -> Load:
-    """Describe the operator's load for the engine: target, partition spec, snapshot properties, window."""
+    """Describe the operator's load for the engine: target, partition spec, snapshot properties, window, run."""
     return Load(
         target_table=op.target_table,
         partition_by=op.partition_by,
         snapshot_properties=_snapshot_properties(context, source),
         cursor=getattr(op, "cursor_column", None) if window is not None else None,
         window=window,
+        run_id=str(context.get("run_id") or ""),
     )
 
 

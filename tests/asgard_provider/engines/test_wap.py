@@ -95,6 +95,23 @@ def test_an_overtaken_run_replays_its_slice_replace_and_its_appends(asgard_home:
     assert days.current_snapshot().summary.additional_properties[wap.RUN_PROPERTY] == "day10"
 
 
+def test_a_replay_rewrites_a_file_holding_several_slices_once(asgard_home: Path) -> None:
+    hook = IcebergHook()
+    hook.write("silver.days", [pa.concat_tables([_slice(d, [d]) for d in (9, 10, 11)])])
+    assert len(hook.load_table("silver.days").inspect.files()) == 1  # one file holds all three days
+    runs = {day: wap.run_branch(f"day{day}") for day in (10, 11)}
+    for day, branch in runs.items():  # each run's delete rewrites that file, keeping the two other days
+        where = f"day == {day}"
+        props = {wap.REPLACE_PROPERTY: where}
+        hook.write(
+            "silver.days", [_slice(day, [day * 10])], overwrite_filter=where, branch=branch, snapshot_properties=props
+        )
+    wap.publish(hook.catalog, ["silver.days"], runs[11])
+    wap.publish(hook.catalog, ["silver.days"], runs[10])
+    rows = hook.load_table("silver.days").scan().to_arrow().to_pylist()
+    assert sorted((r["day"], r["id"]) for r in rows) == [(9, 9), (10, 100), (11, 110)]  # no kept row twice
+
+
 def test_rollback_restores_previous_contents_and_history_names_refs(asgard_home: Path) -> None:
     hook = IcebergHook()
     hook.write("silver.t", [pa.table({"id": [1, 2]})], snapshot_properties={wap.RUN_PROPERTY: "run-1"})

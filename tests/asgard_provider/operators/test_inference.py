@@ -249,3 +249,31 @@ def test_large_drift_is_flagged_in_log_table_and_asset_event(asgard_home: Path) 
     table = IcebergHook().load_table(MONITORING).scan().to_pandas().set_index("name")
     assert bool(table.loc["days_since_last_purchase", "drifted"]) is True
     assert not table.drop(index=["days_since_last_purchase", "churn_probability"])["drifted"].any()
+
+
+def test_predictions_and_monitoring_are_published_from_the_run_branch(trained: dict[str, Any]) -> None:
+    from asgard_provider.engines import wap
+
+    result = _operator().execute(run_context(run_id="scheduled__wap"))
+    where = f"as_of_date == '{AS_OF.isoformat()}'"
+    for name, snapshot_id in ((OUTPUT, result["snapshot_id"]), (MONITORING, result["monitoring"]["snapshot_id"])):
+        table = IcebergHook().load_table(name)
+        assert table.refs().keys() == {"main"} and table.current_snapshot().snapshot_id == snapshot_id
+        ours = [
+            s for s in table.snapshots() if s.summary.additional_properties.get(wap.RUN_PROPERTY) == "scheduled__wap"
+        ]
+        assert {s.summary.additional_properties.get(wap.REPLACE_PROPERTY) for s in ours} == {where}
+
+
+def test_a_failed_monitoring_write_publishes_neither_table(trained: dict[str, Any]) -> None:
+    from asgard_provider.engines import wap
+
+    output = "gold.wap_predictions"
+    monitoring = f"{output}_monitoring"
+    IcebergHook().write(monitoring, [pa.table({"name": pa.array([1], pa.int64())})])  # 'name' holds text in stats
+    with pytest.raises(InferenceError, match=f"writing monitoring stats to {monitoring} failed"):
+        _operator(output_table=output).execute(run_context(run_id="scheduled__bad"))
+    table = IcebergHook().load_table(output)
+    assert table.scan().to_arrow().num_rows == 0  # main: the empty table the branch started from
+    branch = wap.branch_snapshot(table, wap.run_branch("scheduled__bad"))
+    assert branch is not None and table.scan(snapshot_id=branch).to_arrow().num_rows == 2000  # kept to inspect

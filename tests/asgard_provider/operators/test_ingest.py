@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -114,3 +115,53 @@ def test_missing_file_is_a_clear_error(asgard_home: Path) -> None:
     op = FileToIcebergOperator(task_id="t", path="/nonexistent/x.jsonl", target_table="bronze.t")
     with pytest.raises(SourceError, match=r"/nonexistent/x\.jsonl"):
         op.execute(CONTEXT)
+
+
+def _tickets(path: Path, ids: list[object]) -> None:
+    path.write_text("".join(json.dumps({"ticket_id": i}) + "\n" for i in ids))
+
+
+def _file_load(asgard_home: Path, run_id: str) -> tuple[FileToIcebergOperator, dict, Any]:
+    from airflow.sdk.execution_time.context import OutletEventAccessors
+
+    from asgard_provider.assets import table_asset
+
+    op = FileToIcebergOperator(
+        task_id="t", path="${ASGARD_HOME}/tickets-*.jsonl", target_table="bronze.tickets", block_bytes=1 << 10
+    )
+    op.outlets = [table_asset("bronze.tickets")]
+    events = OutletEventAccessors()
+    return op, {"run_id": run_id, "task": op, "outlet_events": events}, events[table_asset("bronze.tickets")]
+
+
+def test_a_load_publishes_its_run_branch_before_the_asset_event(asgard_home: Path) -> None:
+    from asgard_provider.engines import wap
+
+    _tickets(asgard_home / "tickets-1.jsonl", list(range(500)))
+    op, context, event = _file_load(asgard_home, "scheduled__1")
+    result = op.execute(context)  # type: ignore[arg-type]
+    table = IcebergHook().load_table("bronze.tickets")
+    assert event.extra["snapshot_id"] == result["snapshot_id"] == table.current_snapshot().snapshot_id
+    assert table.current_snapshot().summary.additional_properties[wap.RUN_PROPERTY] == "scheduled__1"
+    assert table.refs().keys() == {"main"} and table.scan().to_arrow().num_rows == 500
+
+
+def test_a_load_failing_mid_write_leaves_main_unchanged_keeps_the_branch_and_emits_no_event(
+    asgard_home: Path,
+) -> None:
+    from asgard_provider.engines import wap
+
+    _tickets(asgard_home / "tickets-1.jsonl", [1, 2])
+    op, context, _ = _file_load(asgard_home, "scheduled__1")
+    op.execute(context)  # type: ignore[arg-type]
+    before = IcebergHook().load_table("bronze.tickets").current_snapshot().snapshot_id
+    _tickets(asgard_home / "tickets-1.jsonl", list(range(300)))  # a good first batch, then a bad one
+    _tickets(asgard_home / "tickets-2.jsonl", ["not a number"])
+    op, context, event = _file_load(asgard_home, "scheduled__2")
+    with pytest.raises(CatalogError, match=r"incompatible schema change for bronze\.tickets"):
+        op.execute(context)  # type: ignore[arg-type]
+    table = IcebergHook().load_table("bronze.tickets")
+    assert table.current_snapshot().snapshot_id == before
+    assert sorted(table.scan().to_arrow().column("ticket_id").to_pylist()) == [1, 2]
+    assert wap.run_branch("scheduled__2") in table.refs()  # kept for inspection
+    assert event.extra == {}  # nothing published, no asset event
