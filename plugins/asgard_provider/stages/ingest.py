@@ -63,10 +63,11 @@ class FileSource(_Columns):
 class RestPagination(StageModel):
     """How a REST API splits a resource into pages."""
 
-    style: Literal["none", "page_number", "cursor", "next_url"] = Field(
+    style: Literal["none", "page_number", "cursor", "next_url", "link_header"] = Field(
         default="page_number",
-        description="`page_number` (page/per_page until a short page), `cursor` (a cursor from the body), "
-        "`next_url` (a next-page link from the body, same origin only) or `none`",
+        description="`page_number` (page/per_page until an empty page), `cursor` (a cursor from the body), "
+        '`next_url` (a next-page link from the body), `link_header` (the `Link: <...>; rel="next"` header) '
+        "or `none`; links to another origin are refused",
     )
     page_param: str = "page"
     size_param: str = "per_page"
