@@ -20,7 +20,15 @@ from asgard_provider.sources.common import (
     mask,
     source_connection,
 )
-from asgard_provider.sources.rest import RestEndpoint, RestRequest, fetch_pages, in_window, to_batches
+from asgard_provider.sources.rest import (
+    REQUEST_ATTEMPTS,
+    RETRY_MAX_DELAY_S,
+    RestEndpoint,
+    RestRequest,
+    fetch_pages,
+    in_window,
+    to_batches,
+)
 
 
 class RestSourceHook(BaseHook):
@@ -100,8 +108,8 @@ class RestSourceHook(BaseHook):
 
         batches = self._watchdog.run(
             produce,
-            first_timeout=self.connect_timeout + self.read_timeout,
-            next_timeout=self.read_timeout,
+            first_timeout=REQUEST_ATTEMPTS * (self.connect_timeout + self.read_timeout + RETRY_MAX_DELAY_S),
+            next_timeout=REQUEST_ATTEMPTS * (self.read_timeout + RETRY_MAX_DELAY_S),
             what=what,
         )
         try:

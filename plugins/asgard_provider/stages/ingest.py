@@ -81,6 +81,11 @@ class RestPagination(StageModel):
 class RestSource(_Columns):
     """A JSON REST API resource; base URL and credentials come from an Airflow `http` connection, never the config.
 
+    Read with dlt's `RESTClient` and paginators (page number, body cursor, next link in the body or the `Link`
+    header) and HTTP basic or bearer auth from the connection; each request is tried up to 3 times on 429, 5xx,
+    a timeout or a refused connection. Asgard adds on top: next links to another origin are refused, errors name
+    the source and page without a credential, and a failed read commits nothing.
+
     With `incremental: {cursor: updated_at}` on the stage, the run's data interval is sent as `since_param`
     (and `until_param`) and only records whose cursor falls in the interval are kept; each run replaces that
     slice of Bronze. Example: `source: {connection: helpdesk_api, resource: cases, record_path: data,
