@@ -16,6 +16,12 @@ only loads the sources and compares the ingestion paths side by side, each readi
 a Bronze Iceberg table in one commit: the previous row-by-row path (SQLAlchemy tuples -> ``pa.array`` per
 column, as SqlSourceHook did before the Arrow readers) against :class:`SqlSourceHook` (ADBC for PostgreSQL and
 SQLite, connectorx for MariaDB). ``--db NAME --sources DIR`` reuses sources loaded before.
+
+    .venv/bin/python benchmarks/throughput.py --rest-only --tickets 5000
+
+serves that many tickets from the demo's support API on 127.0.0.1 and compares, side by side, the import cost
+(fresh interpreters) and the fetch rate (pages of 500 into Arrow) of a plain ``requests`` page loop (what the
+hand-written client did) against :class:`RestSourceHook` on dlt's RESTClient and paginators.
 """
 
 from __future__ import annotations
@@ -166,6 +172,77 @@ def compare_ingest(scale: float, workdir: Path, db: str | None, sources: Path | 
     print(f"\npeak RSS of the benchmark process: {peak:.0f} MiB (batches of 100,000 rows)")
 
 
+IMPORTS = {
+    "requests (hand-written client before dlt)": "import requests",
+    "dlt.sources.helpers.rest_client (RESTClient, paginators, auth)": "import dlt.sources.helpers.rest_client."
+    "paginators, dlt.sources.helpers.rest_client.auth",
+    "dlt.sources.rest_api (declarative source)": "import dlt.sources.rest_api",
+}
+
+
+def _import_seconds(statement: str, repeat: int = 3) -> float:
+    """Best wall time of ``statement`` in a fresh interpreter that already imported the ingest operator."""
+    import subprocess
+
+    code = f"import time, asgard_provider.operators.ingest\nt = time.perf_counter()\n{statement}\n"
+    code += "print(time.perf_counter() - t)"
+    runs = [subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True) for _ in range(repeat)]
+    return min(float(r.stdout.split()[-1]) for r in runs)
+
+
+def _requests_pages(url: str, size: int) -> Iterator[list[dict[str, object]]]:
+    """The baseline: a plain requests loop over page numbers, as the hand-written client did."""
+    import requests
+
+    with requests.Session() as http:
+        for page in range(1, 100_000):
+            records = http.get(f"{url}/tickets", params={"page": page, "per_page": size}, timeout=30).json()["data"]
+            if records:
+                yield records
+            if len(records) < size:
+                return
+
+
+def compare_rest(tickets: int, workdir: Path, size: int = 500) -> None:
+    """Import cost and fetch rate of the REST paths against the demo support API on 127.0.0.1."""
+    import os
+
+    from asgard_demo.support_api import serve
+
+    start = (1_700_000_000, 3600)
+    with (workdir / "support_tickets.jsonl").open("w") as fh:
+        for i in range(tickets):
+            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start[0] + i * start[1]))
+            row = {"ticket_id": i, "customer_id": 1000 + i % 97, "subject": f"ticket {i}", "created_at": created}
+            fh.write(json.dumps(row) + "\n")
+    imports = [[label, round(_import_seconds(stmt), 2)] for label, stmt in IMPORTS.items()]
+    print(f"\n## REST client import, after the ingest operator ({load_average()})\n")
+    print(table(["module", "best of 3 s"], imports))
+    from asgard_provider.hooks.rest_source import RestSourceHook
+    from asgard_provider.sources.common import Columns
+    from asgard_provider.sources.rest import Pagination, RestRequest, to_batches
+
+    rows = []
+    with serve(workdir) as api:
+        os.environ["AIRFLOW_CONN_BENCH_API"] = json.dumps({"conn_type": "http", "host": api.url})
+        request = RestRequest("tickets", record_path="data", pagination=Pagination("page_number", size=size))
+        paths = {
+            "requests page loop": lambda: to_batches(_requests_pages(api.url, size), 100_000),
+            "RestSourceHook (dlt RESTClient)": lambda: RestSourceHook("bench_api").stream(
+                request, columns=Columns.of(None, None)
+            ),
+        }
+        for label, read in paths.items():
+            best = float("inf")
+            for _ in range(3):
+                t = time.perf_counter()
+                n = sum(b.num_rows for b in read())
+                best = min(best, time.perf_counter() - t)
+            rows.append([label, n, round(best, 3), round(n / best)])
+    print(f"\n## REST fetch, {tickets:,} tickets in pages of {size}, best of 3 ({load_average()})\n")
+    print(table(["path", "rows", "seconds", "rows/s"], rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, nargs="+", default=[1.0])
@@ -174,7 +251,13 @@ def main() -> None:
     parser.add_argument("--no-old", action="store_true", help="with --ingest-only: skip the old row-by-row path")
     parser.add_argument("--db", help="with --ingest-only: scratch database already loaded")
     parser.add_argument("--sources", type=Path, help="with --ingest-only: the SQLite sources of --db")
+    parser.add_argument("--rest-only", action="store_true", help="compare the REST client paths only")
+    parser.add_argument("--tickets", type=int, default=5000, help="with --rest-only: tickets the API serves")
     args = parser.parse_args()
+    if args.rest_only:
+        with tempfile.TemporaryDirectory(prefix="asgard-bench-rest-") as tmp:
+            compare_rest(args.tickets, Path(tmp))
+        return
     if args.ingest_only:
         for scale in args.scale:
             with tempfile.TemporaryDirectory(prefix="asgard-bench-ingest-") as tmp:

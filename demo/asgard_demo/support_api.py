@@ -4,10 +4,14 @@
 (written by ``asgard_demo.data``) as
 
     GET /tickets?page=1&per_page=1000[&updated_since=2025-11-10T00:00:00Z]
-    -> {"data": [...], "page": 1, "per_page": 1000, "total": 9000}
+    -> {"data": [...], "page": 1, "per_page": 1000, "total": 9000,
+        "next": "/tickets?page=2&per_page=1000", "next_cursor": "1000"}
 
 ``updated_since`` keeps the tickets changed at or after that instant (a ticket's last change is its
-``created_at``). With ``--token`` every request needs ``Authorization: Bearer <token>`` (401 otherwise).
+``created_at``). The next page is offered three ways, one per pagination style a client may use: ``page + 1``,
+the ``next`` link (also in a ``Link: <...>; rel="next"`` header) and ``cursor=<next_cursor>`` (an offset that
+replaces ``page``); on the last page ``next`` and ``next_cursor`` are null. With ``--token`` every request
+needs ``Authorization: Bearer <token>`` (401 otherwise).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from asgard_demo.data import TICKETS_FILE
 
@@ -67,22 +71,29 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             page, per_page = int(query.get("page", 1)), int(query.get("per_page", 1000))
             since = _instant(query["updated_since"]) if "updated_since" in query else None
+            start = int(query["cursor"]) if "cursor" in query else (page - 1) * per_page
         except ValueError:
-            return self._send(400, {"detail": "page and per_page are integers, updated_since an ISO timestamp"})
-        if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
-            return self._send(400, {"detail": f"page >= 1 and 1 <= per_page <= {MAX_PER_PAGE}"})
+            return self._send(400, {"detail": "page, per_page and cursor are integers, updated_since an ISO timestamp"})
+        if page < 1 or start < 0 or not 1 <= per_page <= MAX_PER_PAGE:
+            return self._send(400, {"detail": f"page >= 1, cursor >= 0 and 1 <= per_page <= {MAX_PER_PAGE}"})
         rows = self.server.tickets
         if since is not None:
             rows = [t for t, changed in zip(rows, self.server.changed, strict=True) if changed >= since]
-        start = (page - 1) * per_page
-        self._send(
-            200, {"data": rows[start : start + per_page], "page": page, "per_page": per_page, "total": len(rows)}
-        )
+        more = start + per_page < len(rows)
+        link = None
+        if more:
+            following = {k: v for k, v in query.items() if k != "cursor"} | {"page": start // per_page + 2}
+            link = f"/tickets?{urlencode(following)}"
+        body = {"data": rows[start : start + per_page], "page": page, "per_page": per_page, "total": len(rows)}
+        body |= {"next": link, "next_cursor": str(start + per_page) if more else None}
+        self._send(200, body, link)
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
+    def _send(self, status: int, body: dict[str, Any], link: str | None = None) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        if link:
+            self.send_header("Link", f'<{link}>; rel="next"')
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

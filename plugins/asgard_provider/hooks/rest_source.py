@@ -20,15 +20,24 @@ from asgard_provider.sources.common import (
     mask,
     source_connection,
 )
-from asgard_provider.sources.rest import RestEndpoint, RestRequest, fetch_pages, in_window, to_batches
+from asgard_provider.sources.rest import (
+    REQUEST_ATTEMPTS,
+    RETRY_MAX_DELAY_S,
+    RestEndpoint,
+    RestRequest,
+    fetch_pages,
+    in_window,
+    to_batches,
+)
 
 
 class RestSourceHook(BaseHook):
-    """Read a paginated JSON resource as Arrow batches.
+    """Read a paginated JSON resource as Arrow batches (dlt's RESTClient, imported when a read starts).
 
     The connection (type ``http``) gives the base URL: ``host`` (with or without a scheme), ``port``, and
     ``schema`` as the scheme when the host has none. Credentials: ``login``/``password`` for HTTP basic auth, or
-    ``password`` with extra ``{"auth": "bearer"}`` (or extra ``token``) for ``Authorization: Bearer``; extra
+    ``password`` with extra ``{"auth": "bearer"}`` (or extra ``token``) for ``Authorization: Bearer`` (dlt's
+    ``HttpBasicAuth`` / ``BearerTokenAuth``); extra
     ``headers`` are sent with every request. Pipeline configs never carry any of these.
     """
 
@@ -64,12 +73,8 @@ class RestSourceHook(BaseHook):
         extra = conn.extra_dejson
         headers = {str(k): str(v) for k, v in (extra.get("headers") or {}).items()}
         token = extra.get("token") or (conn.password if extra.get("auth") == "bearer" else None)
-        basic = None
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        elif conn.login:
-            basic = (conn.login, conn.password or "")
-        return RestEndpoint(base_url=host, headers=headers, basic_auth=basic)
+        basic = (conn.login, conn.password or "") if conn.login and not token else None
+        return RestEndpoint(base_url=host, headers=headers, bearer_token=token or None, basic_auth=basic)
 
     def get_conn(self) -> RestEndpoint:
         """Return the API endpoint (requests are made per read)."""
@@ -103,8 +108,8 @@ class RestSourceHook(BaseHook):
 
         batches = self._watchdog.run(
             produce,
-            first_timeout=self.connect_timeout + self.read_timeout,
-            next_timeout=self.read_timeout,
+            first_timeout=REQUEST_ATTEMPTS * (self.connect_timeout + self.read_timeout + RETRY_MAX_DELAY_S),
+            next_timeout=REQUEST_ATTEMPTS * (self.read_timeout + RETRY_MAX_DELAY_S),
             what=what,
         )
         try:

@@ -63,10 +63,11 @@ class FileSource(_Columns):
 class RestPagination(StageModel):
     """How a REST API splits a resource into pages."""
 
-    style: Literal["none", "page_number", "cursor", "next_url"] = Field(
+    style: Literal["none", "page_number", "cursor", "next_url", "link_header"] = Field(
         default="page_number",
-        description="`page_number` (page/per_page until a short page), `cursor` (a cursor from the body), "
-        "`next_url` (a next-page link from the body, same origin only) or `none`",
+        description="`page_number` (page/per_page until an empty page), `cursor` (a cursor from the body), "
+        '`next_url` (a next-page link from the body), `link_header` (the `Link: <...>; rel="next"` header) '
+        "or `none`; links to another origin are refused",
     )
     page_param: str = "page"
     size_param: str = "per_page"
@@ -79,6 +80,11 @@ class RestPagination(StageModel):
 
 class RestSource(_Columns):
     """A JSON REST API resource; base URL and credentials come from an Airflow `http` connection, never the config.
+
+    Read with dlt's `RESTClient` and paginators (page number, body cursor, next link in the body or the `Link`
+    header) and HTTP basic or bearer auth from the connection; each request is tried up to 3 times on 429, 5xx,
+    a timeout or a refused connection. Asgard adds on top: next links to another origin are refused, errors name
+    the source and page without a credential, and a failed read commits nothing.
 
     With `incremental: {cursor: updated_at}` on the stage, the run's data interval is sent as `since_param`
     (and `until_param`) and only records whose cursor falls in the interval are kept; each run replaces that

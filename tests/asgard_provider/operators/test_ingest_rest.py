@@ -1,12 +1,21 @@
-"""REST API sources against the demo's support API on 127.0.0.1: pagination, auth, intervals, bad answers."""
+"""REST API sources (dlt's RESTClient) against the demo's support API on 127.0.0.1: pages, auth, intervals, errors.
+
+Failures the demo API does not make (5xx, a foreign next link, basic auth) come from a small server on 127.0.0.1
+in this file that serves the same tickets.
+"""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -121,3 +130,157 @@ def test_unknown_host_names_the_connection(asgard_home: Path, monkeypatch: pytes
     with pytest.raises(SourceError, match=r"'test_api'.*request failed") as raised:
         _op(connect_timeout=2).execute(CONTEXT)
     assert TOKEN not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "pagination",
+    [
+        {"style": "cursor", "size": 100},
+        {"style": "next_url", "next_url_path": "next"},
+        {"style": "link_header"},
+    ],
+    ids=["cursor", "next_url", "link_header"],
+)
+def test_every_pagination_style_reads_every_ticket_once(
+    asgard_home: Path, support_api: str, pagination: dict[str, object]
+) -> None:
+    params = {"per_page": "100"}
+    result = _op(pagination=pagination, params=params).execute(CONTEXT)
+    assert result["rows_written"] == N_TICKETS
+    assert _ids() == list(range(N_TICKETS))
+
+
+class _Api(ThreadingHTTPServer):
+    """Pages of 10 tickets that can fail: ``fail`` maps a page to the statuses it answers before a 200."""
+
+    daemon_threads = True
+
+    def __init__(self, n: int, *, basic: tuple[str, str] | None = None, next_host: str | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _ApiHandler)
+        self.n, self.basic, self.next_host = n, basic, next_host
+        self.fail: dict[int, list[int]] = {}
+        self.hits: dict[int, int] = {}
+        self.authorizations: list[str | None] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ApiHandler(BaseHTTPRequestHandler):
+    server: _Api
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet."""
+
+    def do_GET(self) -> None:
+        api = self.server
+        api.authorizations.append(self.headers.get("Authorization"))
+        page = int(parse_qs(urlsplit(self.path).query).get("page", ["1"])[-1])
+        api.hits[page] = api.hits.get(page, 0) + 1
+        if api.basic and self.headers.get("Authorization") != "Basic " + base64.b64encode(
+            ":".join(api.basic).encode()
+        ).decode("ascii"):
+            return self._send(401, {})
+        pending = api.fail.get(page)
+        if pending:
+            return self._send(pending.pop(0), {"detail": "failing on purpose"})
+        rows = [{"ticket_id": i} for i in range((page - 1) * 10, min(page * 10, api.n))]
+        following = f"{api.next_host or api.url}/tickets?page={page + 1}" if page * 10 < api.n else None
+        self._send(200, {"data": rows, "next": following})
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def api_server() -> Iterator[Any]:
+    servers: list[_Api] = []
+
+    def start(n: int = 50, **kwargs: Any) -> _Api:
+        api = _Api(n, **kwargs)
+        threading.Thread(target=api.serve_forever, daemon=True).start()
+        servers.append(api)
+        return api
+
+    yield start
+    for api in servers:
+        api.shutdown()
+        api.server_close()
+
+
+def _connect(monkeypatch: pytest.MonkeyPatch, api: _Api, **fields: object) -> None:
+    conn = {"conn_type": "http", "host": api.url, "password": TOKEN, "extra": {"auth": "bearer"}} | fields
+    monkeypatch.setenv("AIRFLOW_CONN_TEST_API", json.dumps(conn))
+
+
+def _snapshot() -> int | None:
+    snapshot = IcebergHook().load_table("bronze.tickets").current_snapshot()
+    return snapshot.snapshot_id if snapshot else None
+
+
+def test_a_server_error_on_page_3_is_retried_then_commits_nothing(
+    asgard_home: Path, api_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = api_server()
+    _connect(monkeypatch, api)
+    assert _op(pagination={"style": "page_number", "size": 10}).execute(CONTEXT)["rows_written"] == 50
+    before = _snapshot()
+    api.fail[3] = [500, 500, 500]
+    with pytest.raises(SourceError, match=r"'tickets'.*'test_api'.*page 3: HTTP 500"):
+        _op(pagination={"style": "page_number", "size": 10}).execute(CONTEXT)
+    assert api.hits[3] == 1 + 3  # the first run's read, then three tries
+    assert _snapshot() == before
+
+
+def test_a_transient_503_is_retried_and_every_row_lands(
+    asgard_home: Path, api_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = api_server()
+    _connect(monkeypatch, api)
+    api.fail[2] = [503]
+    assert _op(pagination={"style": "page_number", "size": 10}).execute(CONTEXT)["rows_written"] == 50
+    assert api.hits[2] == 2
+    assert _ids() == list(range(50))
+
+
+def test_a_next_link_to_another_origin_is_refused_before_the_token_follows_it(
+    asgard_home: Path, api_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = api_server()
+    api = api_server(next_host=elsewhere.url.replace("127.0.0.1", "localhost"))
+    _connect(monkeypatch, api)
+    with pytest.raises(SourceError, match=r"next page link leaves the API's origin \(localhost:\d+\); refused"):
+        _op(pagination={"style": "next_url"}).execute(CONTEXT)
+    assert elsewhere.authorizations == []
+    assert not IcebergHook().table_exists("bronze.tickets")
+
+
+def test_basic_auth_from_the_connection_and_no_secret_in_debug_logs(
+    asgard_home: Path, api_server: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = api_server(basic=("reader", TOKEN))
+    _connect(monkeypatch, api, login="reader", extra={"headers": {"X-Api-Key": "k3y-" + TOKEN}})
+    caplog.set_level(logging.DEBUG)
+    assert _op(pagination={"style": "next_url"}).execute(CONTEXT)["rows_written"] == 50
+    assert api.authorizations[0] == "Basic " + base64.b64encode(f"reader:{TOKEN}".encode()).decode("ascii")
+    assert "GET /tickets" in caplog.text  # urllib3 logged each request at DEBUG ...
+    assert TOKEN not in caplog.text and "cmVhZGVy" not in caplog.text  # ... without a credential
+    _connect(monkeypatch, api, login="reader", password="wrong-" + TOKEN)
+    with pytest.raises(SourceError, match=r"page 1: HTTP 401") as raised:
+        _op().execute(CONTEXT)
+    assert TOKEN not in str(raised.value) and TOKEN not in caplog.text
+
+
+def test_dlt_is_not_imported_until_a_read_starts() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, asgard_provider.operators.ingest, asgard_provider.stages.ingest; print('dlt' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "False"
