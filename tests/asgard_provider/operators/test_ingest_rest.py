@@ -261,20 +261,41 @@ def test_a_next_link_to_another_origin_is_refused_before_the_token_follows_it(
     assert not IcebergHook().table_exists("bronze.tickets")
 
 
+@pytest.fixture
+def debug_log() -> Any:
+    """Every record at DEBUG of the root, urllib3 and task loggers, whatever handlers earlier tests configured."""
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    handler = Collect(logging.DEBUG)
+    loggers = [logging.getLogger(name) for name in ("", "urllib3", "airflow.task")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    yield records
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def test_basic_auth_from_the_connection_and_no_secret_in_debug_logs(
-    asgard_home: Path, api_server: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    asgard_home: Path, api_server: Any, monkeypatch: pytest.MonkeyPatch, debug_log: list[str]
 ) -> None:
     api = api_server(basic=("reader", TOKEN))
     _connect(monkeypatch, api, login="reader", extra={"headers": {"X-Api-Key": "k3y-" + TOKEN}})
-    caplog.set_level(logging.DEBUG)
     assert _op(pagination={"style": "next_url"}).execute(CONTEXT)["rows_written"] == 50
     assert api.authorizations[0] == "Basic " + base64.b64encode(f"reader:{TOKEN}".encode()).decode("ascii")
-    assert "GET /tickets" in caplog.text  # urllib3 logged each request at DEBUG ...
-    assert TOKEN not in caplog.text and "cmVhZGVy" not in caplog.text  # ... without a credential
+    text = "\n".join(debug_log)
+    assert "GET /tickets" in text  # urllib3 logged each request at DEBUG ...
+    assert TOKEN not in text and "cmVhZGVy" not in text  # ... without a credential
     _connect(monkeypatch, api, login="reader", password="wrong-" + TOKEN)
     with pytest.raises(SourceError, match=r"page 1: HTTP 401") as raised:
         _op().execute(CONTEXT)
-    assert TOKEN not in str(raised.value) and TOKEN not in caplog.text
+    assert TOKEN not in str(raised.value) and TOKEN not in "\n".join(debug_log)
 
 
 def test_dlt_is_not_imported_until_a_read_starts() -> None:
