@@ -103,10 +103,12 @@ def write_batches(
         arrow_schema = load_table(catalog, name).schema().as_arrow()
     table = _create_or_load(catalog, namespace, table_name, arrow_schema, partition_by)
     target = _target(mode, overwrite_filter, snapshot_properties or {}, branch, run_id)
-    if target.branch != MAIN_BRANCH:
+    on_branch = target.branch != MAIN_BRANCH
+    if on_branch:
         from asgard_provider.engines import wap
 
-        wap.start_branch(table, target.branch, branch_retention_days or wap.BRANCH_RETENTION_DAYS)
+        retain_days = branch_retention_days or wap.BRANCH_RETENTION_DAYS
+        wap.start_branch(table, target.branch, retain_days)
     try:
         rows = _commit(table, first_table, it, arrow_schema, target)
     except ValidationError as exc:
@@ -114,9 +116,10 @@ def write_batches(
     except CommitFailedException as exc:
         raise CatalogError(f"concurrent commit to {name} conflicted; retry the task: {exc}") from exc
     table = table.refresh()
-    if target.branch != MAIN_BRANCH:
-        wap.keep_branch(table, target.branch, branch_retention_days or wap.BRANCH_RETENTION_DAYS)  # a commit drops it
-    ref = table.refresh().refs().get(target.branch)
+    if on_branch:
+        wap.keep_branch(table, target.branch, retain_days)  # a commit drops the branch's retention
+        table = table.refresh()
+    ref = table.refs().get(target.branch)
     return WriteResult(f"{namespace}.{table_name}", rows, ref.snapshot_id if ref is not None else None)
 
 

@@ -174,7 +174,7 @@ def fetch_pages(
             raise SourceError(f"{where} page {number}: record_path does not hold a list of objects")
         if records:
             yield records
-        following = page.request.url
+        following = page.request.url  # dlt points the request at the next page before it yields this one
         if page.paginator.has_next_page and not _same_origin(endpoint.base_url, following):
             raise SourceError(f"next page link leaves the API's origin ({urlsplit(following).netloc}); refused")
     raise SourceError(f"{where}: more than {MAX_PAGES} pages; is the pagination looping?")
