@@ -22,6 +22,11 @@ MAIN_BRANCH = "main"
 #: Write modes of :func:`write_batches`.
 WRITE_MODES = ("overwrite", "append")
 
+#: Arrow bytes gathered from the input batches before one ``append`` of a transaction. Every append adds a
+#: snapshot the transaction copies again on the next one, so 120 appends of 100k rows spent 21 of 29 s copying
+#: metadata (12M rows); appends of this size keep memory bounded and the copies few.
+APPEND_CHUNK_BYTES = 128 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class WriteResult:
@@ -163,12 +168,9 @@ def _commit(
             txn.delete(to.overwrite_filter, **on)
         elif first is None or first.num_rows == 0:
             txn.delete("True", **on)
-    for position, batch in enumerate(_chain(first, rest)):
-        data = normalise(batch)
+    for position, data in enumerate(_chunks(_chain(first, rest))):
         if position > 0 and data.schema != arrow_schema:
             _evolve(txn, data.schema)
-        if data.num_rows == 0:
-            continue
         if to.mode == "overwrite" and not to.overwrite_filter and rows == 0:
             txn.overwrite(data, **on)
         else:
@@ -217,6 +219,23 @@ def _evolve(txn: Any, schema: pa.Schema) -> None:
         return
     with txn.update_schema() as update:
         update.union_by_name(schema)
+
+
+def _chunks(batches: Iterator[pa.RecordBatch | pa.Table]) -> Iterator[pa.Table]:
+    """Normalise ``batches`` and join consecutive ones of one schema into tables of ~``APPEND_CHUNK_BYTES``."""
+    pending: list[pa.Table] = []
+    size = 0
+    for batch in batches:
+        data = normalise(batch)
+        if data.num_rows == 0:
+            continue
+        if pending and (data.schema != pending[0].schema or size + data.nbytes > APPEND_CHUNK_BYTES):
+            yield pa.concat_tables(pending)
+            pending, size = [], 0
+        pending.append(data)
+        size += data.nbytes
+    if pending:
+        yield pa.concat_tables(pending)
 
 
 def _chain(first: pa.Table | None, rest: Iterator[pa.RecordBatch | pa.Table]) -> Iterator[pa.RecordBatch | pa.Table]:

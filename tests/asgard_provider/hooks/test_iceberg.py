@@ -77,3 +77,24 @@ def test_tasks_creating_one_namespace_at_once_all_succeed(asgard_home: Path) -> 
             proc.join(60)
         IcebergHook().catalog.drop_namespace("bronze")
     assert errors.empty(), errors.get()
+
+
+def test_small_batches_are_joined_into_few_appends_of_one_commit(
+    asgard_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asgard_provider.engines import iceberg_tables
+
+    batch_bytes = pa.table({"id": pa.array(range(100), pa.int64())}).nbytes
+    monkeypatch.setattr(iceberg_tables, "APPEND_CHUNK_BYTES", 4 * batch_bytes)
+    batches = [pa.table({"id": pa.array(range(i * 100, i * 100 + 100), pa.int64())}) for i in range(10)]
+    batches.insert(5, pa.table({"id": pa.array([], pa.int64())}))
+    batches.append(pa.table({"id": pa.array([1000], pa.int64()), "note": pa.array(["new"])}))
+    result = IcebergHook().write("bronze.chunks", batches)
+    table = IcebergHook().load_table("bronze.chunks")
+    assert result["rows_written"] == 1001
+    # one catalog commit; its appends: 4 + 4 + 2 batches of one schema, then the evolved one
+    assert len(table.snapshots()) == 4
+    assert table.inspect.files().num_rows == 4
+    rows = table.scan().to_arrow().sort_by("id")
+    assert rows["id"].to_pylist() == list(range(1001))
+    assert rows["note"].to_pylist() == [None] * 1000 + ["new"]
