@@ -86,7 +86,7 @@ def create_app(
     read = _auth(auth, "read")
     app.include_router(_scoring_router(svc), dependencies=read)
     app.include_router(_catalog_router(svc), dependencies=read)
-    app.include_router(_query_router(svc), dependencies=_auth(auth, "assets"))
+    app.include_router(_query_router(), dependencies=_auth(auth, "assets"))
     app.include_router(batch.router(auth))
     app.include_router(promotions.router(svc.options.get("mlflow_conn_id")), dependencies=read)
     app.include_router(ui.router(auth, svc.options.get("mlflow_conn_id")))
@@ -247,9 +247,8 @@ def _trino(conn_id: str, timeout_seconds: float) -> Any:
     return TrinoQueryHook(conn_id, timeout_seconds=timeout_seconds).get_conn()
 
 
-def _query_router(svc: AsgardService) -> APIRouter:
+def _query_router() -> APIRouter:
     router = APIRouter(tags=["query"], responses={400: _ERRORS, 422: _ERRORS, 502: _ERRORS})
-    trino_conn = svc.options.get("trino_conn_id", TRINO_CONN_ID)
 
     @router.post("/query", response_model=m.QueryResponse, summary="Read-only SQL over the Iceberg tables")
     def query(body: m.QueryRequest) -> m.QueryResponse:
@@ -258,8 +257,8 @@ def _query_router(svc: AsgardService) -> APIRouter:
 
         catalog = IcebergHook().catalog
         args = {"limit": body.limit, "timeout_seconds": body.timeout_seconds, "as_of": body.as_of}
-        if _defined(trino_conn):
-            result = run_trino_query(catalog, body.sql, connect=lambda t: _trino(trino_conn, t), **args)
+        if _defined(TRINO_CONN_ID):
+            result = run_trino_query(catalog, body.sql, connect=lambda t: _trino(TRINO_CONN_ID, t), **args)
         else:
             result = run_query(catalog, body.sql, **args)
         return m.QueryResponse(row_count=len(result.rows), **vars(result))
