@@ -74,6 +74,10 @@ class QueryError(AsgardError):
     """The statement is refused, names an unknown table, fails or runs out of time."""
 
 
+class QueryEngineError(AsgardError):
+    """The query engine (Trino) did not answer, or failed on its side (not the statement's fault)."""
+
+
 class PathEscapeError(ValueError):
     """A configured path is absolute or resolves (``..``, symlinks) outside the folder it must stay in."""
 

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -44,12 +44,24 @@ def _airflow(args: list[str], env: dict[str, str]) -> None:
 
 
 @contextmanager
-def api_server(folder: Path, asgard_home: Path, db: str, *, serialize_dags: bool = False) -> Iterator[str]:
-    """Migrate DB ``db`` (dropped before and after), optionally serialize the bundle's DAGs, start the server."""
+def api_server(
+    folder: Path,
+    asgard_home: Path,
+    db: str,
+    *,
+    serialize_dags: bool = False,
+    base_path: str = "",
+    parent_env: Mapping[str, str] | None = None,
+) -> Iterator[str]:
+    """Migrate DB ``db`` (dropped before and after), optionally serialize the bundle's DAGs, start the server.
+
+    ``base_path`` (``/airflow``) serves Airflow under that sub-path (``[api] base_url``); the URL yielded ends with
+    it. ``parent_env`` replaces this process's environment as the base of the server's.
+    """
     port = _free_port()
     (folder / "passwords.json").write_text(json.dumps({USER: PASSWORD}))
     env = {
-        **os.environ,
+        **(os.environ if parent_env is None else parent_env),
         "AIRFLOW_HOME": str(folder / "airflow"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}",
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -61,6 +73,8 @@ def api_server(folder: Path, asgard_home: Path, db: str, *, serialize_dags: bool
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(folder / "passwords.json"),
         "ASGARD_HOME": str(asgard_home),
     }
+    if base_path:
+        env["AIRFLOW__API__BASE_URL"] = f"http://127.0.0.1:{port}{base_path}"
     _pg(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     _pg(f'CREATE DATABASE "{db}"')
     log = folder / "api-server.log"
@@ -74,8 +88,8 @@ def api_server(folder: Path, asgard_home: Path, db: str, *, serialize_dags: bool
                 [AIRFLOW, "api-server", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
-        _wait_ready(f"http://127.0.0.1:{port}", proc, log)
-        yield f"http://127.0.0.1:{port}"
+        _wait_ready(f"http://127.0.0.1:{port}{base_path}", proc, log)
+        yield f"http://127.0.0.1:{port}{base_path}"
     finally:
         if proc is not None:
             os.killpg(proc.pid, signal.SIGTERM)

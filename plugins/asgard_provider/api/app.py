@@ -29,12 +29,15 @@ from asgard_provider.api.service import (
     public,
     registered_models,
 )
+from asgard_provider.api.trino_query import run_trino_query
+from asgard_provider.engines.stores import TRINO_CONN_ID
 from asgard_provider.exceptions import (
     AsgardError,
     EntityNotFoundError,
     InvalidEntityIdError,
     InvalidFeaturesError,
     ModelNotFoundError,
+    QueryEngineError,
     QueryError,
 )
 
@@ -54,6 +57,7 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (InvalidEntityIdError, 422),
     (InvalidFeaturesError, 422),
     (QueryError, 400),
+    (QueryEngineError, 502),
     (AsgardError, 500),
 ]
 
@@ -82,7 +86,7 @@ def create_app(
     read = _auth(auth, "read")
     app.include_router(_scoring_router(svc), dependencies=read)
     app.include_router(_catalog_router(svc), dependencies=read)
-    app.include_router(_query_router(svc), dependencies=_auth(auth, "assets"))
+    app.include_router(_query_router(), dependencies=_auth(auth, "assets"))
     app.include_router(batch.router(auth))
     app.include_router(promotions.router(svc.options.get("mlflow_conn_id")), dependencies=read)
     app.include_router(ui.router(auth, svc.options.get("mlflow_conn_id")))
@@ -225,16 +229,38 @@ def _catalog_router(svc: AsgardService) -> APIRouter:
     return router
 
 
-def _query_router(svc: AsgardService) -> APIRouter:
-    router = APIRouter(tags=["query"], responses={400: _ERRORS, 422: _ERRORS})
+def _defined(conn_id: str) -> bool:
+    """Whether Airflow knows connection ``conn_id``: ``/query`` runs on Trino with it, on DuckDB without."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return False
+    return True
+
+
+def _trino(conn_id: str, timeout_seconds: float) -> Any:
+    from asgard_provider.hooks.trino import TrinoQueryHook
+
+    return TrinoQueryHook(conn_id, timeout_seconds=timeout_seconds).get_conn()
+
+
+def _query_router() -> APIRouter:
+    router = APIRouter(tags=["query"], responses={400: _ERRORS, 422: _ERRORS, 502: _ERRORS})
 
     @router.post("/query", response_model=m.QueryResponse, summary="Read-only SQL over the Iceberg tables")
     def query(body: m.QueryRequest) -> m.QueryResponse:
-        """One ``SELECT`` (DuckDB dialect) over ``namespace.table``; no files, network, extensions or settings."""
+        """One ``SELECT`` over ``namespace.table``: on Trino when its connection is defined, else on DuckDB."""
         from asgard_provider.hooks.iceberg import IcebergHook
 
         catalog = IcebergHook().catalog
-        result = run_query(catalog, body.sql, limit=body.limit, timeout_seconds=body.timeout_seconds, as_of=body.as_of)
+        args = {"limit": body.limit, "timeout_seconds": body.timeout_seconds, "as_of": body.as_of}
+        if _defined(TRINO_CONN_ID):
+            result = run_trino_query(catalog, body.sql, connect=lambda t: _trino(TRINO_CONN_ID, t), **args)
+        else:
+            result = run_query(catalog, body.sql, **args)
         return m.QueryResponse(row_count=len(result.rows), **vars(result))
 
     return router

@@ -127,7 +127,7 @@ def run_query(
     """
     check_select(sql)
     tables = referenced_tables(sql, catalog_tables(catalog))
-    snapshots = _as_of_snapshots(catalog, tables, as_of)
+    snapshots = as_of_snapshots(catalog, tables, as_of)
     started = time.perf_counter()
     con = _locked_connection(catalog, tables, snapshots)
     timer = threading.Timer(timeout_seconds, con.interrupt)
@@ -159,7 +159,7 @@ def _values_of(node: Any, key: str) -> Iterator[Any]:
             yield from _values_of(value, key)
 
 
-def _as_of_snapshots(catalog: Any, tables: list[str], as_of: str | Mapping[str, str] | None) -> dict[str, int]:
+def as_of_snapshots(catalog: Any, tables: list[str], as_of: str | Mapping[str, str] | None) -> dict[str, int]:
     """Snapshot id per table that ``as_of`` names; refuses a per-table ref for a table the query does not read."""
     from asgard_provider.engines.wap import resolve_ref
 

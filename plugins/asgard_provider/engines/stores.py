@@ -30,6 +30,8 @@ CONN_ENV_PREFIX = "AIRFLOW_CONN_"
 ICEBERG_CONN_ID = "asgard_iceberg_default"
 MLFLOW_CONN_ID = "asgard_mlflow_default"
 FEAST_CONN_ID = "asgard_feast_default"
+#: Trino connection of production: dbt-trino's Gold engine, and ``/query``'s engine when it is defined.
+TRINO_CONN_ID = "asgard_trino"
 
 _SQL_SCHEMES = ("postgresql", "postgres", "mysql", "sqlite")
 
