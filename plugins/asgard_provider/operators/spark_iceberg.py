@@ -205,10 +205,17 @@ def wap_branch(context: Any, publish: bool = False) -> str | None:
 
 
 def branch_note(iceberg: IcebergHook, output_table: str, branch: str | None) -> str:
-    """After a failed transform: say that main is unchanged and where what the run wrote is ("" without a branch)."""
-    if branch is None or not iceberg.table_exists(output_table):
+    """After a failed transform: say that main is unchanged and where what the run wrote is ("" without a branch).
+
+    A catalog that cannot be read gives "" too: the transform's own error is what the task must report.
+    """
+    if branch is None:
         return ""
-    if wap.branch_snapshot(iceberg.load_table(output_table), branch) is None:
+    try:
+        snapshot = wap.branch_snapshot(iceberg.load_table(output_table), branch)
+    except Exception:
+        return ""
+    if snapshot is None:
         return f"main of {output_table} is unchanged"
     return (
         f"main of {output_table} is unchanged; what the run wrote is on branch {branch} (kept "
