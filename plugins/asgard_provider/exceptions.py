@@ -62,6 +62,13 @@ class PublishError(AsgardError):
     """A run's branch could not be published to main (main moved since the branch was made, or no branch)."""
 
 
+class PublishConflictError(PublishError):
+    """Another run published the table since this run branched, and this run's commits cannot be replayed onto it.
+
+    Nothing moved. Retryable: the writing task's retry branches again from the new main and publishes on top of it.
+    """
+
+
 class ExportError(AsgardError):
     """A table could not be exported as files (bad columns, an unwritable destination); no partial file set is left."""
 

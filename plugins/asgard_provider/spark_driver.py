@@ -1,12 +1,13 @@
 """Driver program of an Asgard SparkApplication: run one transform in the session spark-submit created.
 
-The SparkApplication (see :func:`asgard_provider.kubernetes.spark_application`) starts this file with
-``--job <encoded spec>``: the SQL already rendered by Airflow, the output table, write mode, partitioning, merge
-keys and quarantine table. The transform itself is :func:`asgard_provider.engines.spark_sql.run_transform`, the
-same engine the embedded runner calls; nothing here imports Airflow, so the Spark image needs none. Catalog
-settings withheld from the SparkApplication (passwords, tokens) are read from ``$ASGARD_SPARK_SECRET_CONF`` (a
-JSON object of Spark settings, from a Kubernetes Secret). The result is printed as one ``ASGARD_RESULT {...}``
-line, which the Airflow task reads from the driver log.
+The SparkApplication (see :func:`asgard_provider.kubernetes.spark_application`) starts this file with ``--job
+<encoded spec>``: the SQL already rendered by Airflow, the output table, write mode, partitioning, merge keys,
+quarantine table and the run's branch, which output and quarantine are written on (the Airflow task publishes it
+once the application completed, or leaves it to the stage's checks). The transform itself is
+:func:`asgard_provider.engines.spark_sql.run_transform`, the same engine the embedded runner calls; nothing here
+imports Airflow, so the Spark image needs none. Catalog settings withheld from the SparkApplication (passwords,
+tokens) are read from ``$ASGARD_SPARK_SECRET_CONF`` (a JSON object of Spark settings, from a Kubernetes Secret).
+The result is printed as one ``ASGARD_RESULT {...}`` line, which the Airflow task reads from the driver log.
 """
 
 from __future__ import annotations

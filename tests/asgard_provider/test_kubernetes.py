@@ -207,7 +207,11 @@ def test_production_dag_renders_valid_spark_applications_and_pods(production_con
             "merge_keys": [],
             "quarantine_table": None,
             "withheld_conf": ["spark.sql.catalog.iceberg.credential", "spark.sql.catalog.iceberg.s3.secret-access-key"],
+            # every transform writes on the run's branch; the task (or the stage's checks) publishes it
+            "branch": "run_scheduled__2025_11_11",
+            "snapshot_properties": {"asgard.run-id": "scheduled__2025-11-11"},
         }
+        assert task.publish is (stage.checks is None)
         assert task.execution_timeout is not None and task.execution_timeout.total_seconds() == 120 * 60
         assert task.deferrable is True
 

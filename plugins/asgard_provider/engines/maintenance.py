@@ -118,5 +118,9 @@ def _call(spark: SparkSession, procedure: str, table: str) -> list[Any]:
 
 
 def _at(moment: datetime) -> str:
-    """Return a Spark timestamp literal of ``moment`` in UTC (the session's time zone)."""
-    return f"TIMESTAMP '{moment.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S')}'"
+    """Return a Spark timestamp literal of ``moment`` in UTC (the session's time zone), to the microsecond.
+
+    Cut to the second, a cut-off would keep every snapshot of its last second: a run right after a burst of
+    commits would keep them all, and the next run would expire them.
+    """
+    return f"TIMESTAMP '{moment.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f')}'"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from asgard_provider.catalog import CATALOG_NAME, split_table_name
 from asgard_provider.catalog import IDENTIFIER as _IDENT
 from asgard_provider.engines.iceberg_tables import parse_partition_expression
+from asgard_provider.engines.wap import BRANCH_RETENTION_DAYS
 from asgard_provider.exceptions import TransformError
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 REJECTED_REASON = "_rejected_reason"
 #: Write modes of a transform.
 MODES = ("overwrite", "append", "merge")
+#: Iceberg table property letting Spark writes add columns (``mergeSchema``); it breaks MERGE's column resolution.
+ACCEPT_ANY_SCHEMA = "write.spark.accept-any-schema"
 
 _LOG = logging.getLogger(__name__)
 _LINE_POS = re.compile(r"line (\d+),? pos (\d+)")
@@ -252,9 +255,11 @@ def _write_branch(
 ) -> None:
     """Commit ``df`` to ``branch`` of ``table``, the branch first reset to main's current snapshot.
 
-    A missing table is created empty on main (branches start from a snapshot). ``overwrite`` replaces the
-    branch's rows; the table's schema gains new columns (shared by every branch: main's readers see them as NULL)
-    and keeps its partition spec and columns the SELECT no longer returns.
+    The branch is kept :data:`~asgard_provider.engines.wap.BRANCH_RETENTION_DAYS` unless published (a failed
+    task leaves it for inspection). A missing table is created empty on main (branches start from a snapshot).
+    ``overwrite`` replaces the branch's rows; the table's schema gains new columns (shared by every branch: main's
+    readers see them as NULL) and keeps its partition spec and columns the SELECT no longer returns (``merge``
+    adds no column, as on main).
     """
     from pyspark.sql import functions as F
 
@@ -264,9 +269,12 @@ def _write_branch(
     if not spark.catalog.tableExists(f"{CATALOG_NAME}.{namespace}.{name}"):
         create = f"CREATE TABLE {target} USING iceberg{partitioned} AS SELECT * FROM {view} LIMIT 0"  # noqa: S608
         _run(lambda: spark.sql(create), f"creating {table}")
-    _run(lambda: spark.sql(f"ALTER TABLE {target} CREATE OR REPLACE BRANCH `{branch}`"), f"branching {table}")
-    evolve = f"ALTER TABLE {target} SET TBLPROPERTIES ('write.spark.accept-any-schema'='true')"
-    _run(lambda: spark.sql(evolve), f"allowing schema evolution of {table}")
+    keep = f"RETAIN {BRANCH_RETENTION_DAYS} DAYS"
+    _run(lambda: spark.sql(f"ALTER TABLE {target} CREATE OR REPLACE BRANCH `{branch}` {keep}"), f"branching {table}")
+    # Appends and overwrites evolve the schema; a MERGE cannot resolve its columns on a table accepting any schema.
+    accept = "false" if mode == "merge" else "true"
+    evolve = f"ALTER TABLE {target} SET TBLPROPERTIES ('{ACCEPT_ANY_SCHEMA}'='{accept}')"
+    _run(lambda: spark.sql(evolve), f"setting schema evolution of {table}")
     writer = df.writeTo(on_branch).option("mergeSchema", "true")
     for key, value in properties.items():
         writer = writer.option(f"snapshot-property.{key}", value)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from asgard_provider.engines.iceberg_tables import load_table
-from asgard_provider.exceptions import CatalogError, PublishError
+from asgard_provider.exceptions import CatalogError, PublishConflictError, PublishError
 
 #: Prefix of every run branch (``run_<run id with non-word characters as _>``).
 BRANCH_PREFIX = "run_"
@@ -31,6 +31,11 @@ REPLACE_PROPERTY = "asgard.replace-filter"
 #: Snapshot summary property of a replayed commit: the branch snapshot it re-applied onto main.
 REPLAYED_PROPERTY = "asgard.replayed-from"
 _DAY_MS = 24 * 3600 * 1000
+#: What to do about a :class:`PublishConflictError` (``name``: the table).
+_RETRY = (
+    "Retry the task that wrote {name}: it branches again from the new main and publishes on top of it "
+    "(a stage with checks: clear the writing task together with its checks)"
+)
 _NON_WORD = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -174,9 +179,9 @@ def _replayable(table: Any, name: str, branch: str, target: int, main: int) -> _
             break
         commits.append(table.snapshot_by_id(snapshot_id))
     if fork is None:
-        raise PublishError(
+        raise PublishConflictError(
             f"cannot publish branch {branch} of {name}: it shares no snapshot with main (the table was replaced "
-            f"since the run branched); nothing moved and the branch is kept: clear the task that wrote {name}"
+            f"since the run branched); nothing moved and the branch is kept. {_RETRY.format(name=name)}"
         )
     filters: list[str] = []
     properties: dict[str, str] = {REPLAYED_PROPERTY: str(target)}
@@ -186,12 +191,11 @@ def _replayable(table: Any, name: str, branch: str, target: int, main: int) -> _
         replaced = props.get(REPLACE_PROPERTY)
         operation = str(snap.summary.operation.value) if snap.summary else ""
         if replaced is None and operation != "append":
-            raise PublishError(
+            raise PublishConflictError(
                 f"cannot publish branch {branch} of {name}: main moved to snapshot {main} since the run branched "
-                f"(another run published in between), and the run's {operation} of snapshot {snap.snapshot_id} "
-                f"replaced no recorded slice, so replaying it could drop the other run's rows; nothing moved and the "
-                f"branch is kept: clear the task that wrote {name} (with its checks) to write again on top of the "
-                f"new main"
+                f"(another run published {name} in between), and the run's {operation} of snapshot "
+                f"{snap.snapshot_id} replaced no recorded slice (a whole-table overwrite or a MERGE), so replaying "
+                f"it could drop the other run's rows; nothing moved and the branch is kept. {_RETRY.format(name=name)}"
             )
         if replaced is not None and replaced not in filters:
             filters.append(replaced)
@@ -240,7 +244,9 @@ def _replay(table: Any, name: str, main: int | None, replay: _Replay) -> int:
     try:
         txn.commit_transaction()
     except CommitFailedException as exc:
-        raise PublishError(f"{name}: main moved again while replaying onto snapshot {main}; retry: {exc}") from exc
+        raise PublishConflictError(
+            f"{name}: main moved again while replaying onto snapshot {main}; nothing moved. {_RETRY.format(name=name)}"
+        ) from exc
     current = table.refresh().current_snapshot()
     return int(current.snapshot_id)
 

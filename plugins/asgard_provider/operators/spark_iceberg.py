@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import BaseOperator, Context
 
+from asgard_provider.engines import wap
 from asgard_provider.engines.spark_sql import REJECTED_REASON, TransformSpec, run_transform
 from asgard_provider.engines.wap import RUN_PROPERTY, read_snapshot, run_branch
 from asgard_provider.exceptions import PathEscapeError, TransformError
@@ -52,9 +53,11 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
     :param sql_secrets: secret parameters of the SQL by marker name (``:name``), each ``{"variable": NAME}`` or
         ``{"connection": ID, "field": "password"}``; read from Airflow when the task runs, masked in logs and bound
         by Spark, so the value is never part of the SQL text (not templated).
-    :param write_audit_publish: write output and quarantine on the run's branch (``run_<run id>``) and leave
-        main and the asset events to the checks task that audits and publishes them
-        (:class:`~asgard_provider.operators.checks.IcebergTableCheckOperator`).
+    :param publish: output and quarantine are written on the run's branch (``run_<run id>``, write-audit-publish);
+        ``True``: this task publishes them (moves main) and emits the asset events once the transform succeeded;
+        ``False``: the checks task that audits the branch does
+        (:class:`~asgard_provider.operators.checks.IcebergTableCheckOperator`). A failed task leaves main as it
+        was and the branch for inspection. Without a run id (no Airflow run) the tables are written on main.
     """
 
     template_fields: Sequence[str] = ("sql", "output_table", "quarantine_table", "sql_params")
@@ -76,7 +79,7 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
         sql_secrets: Mapping[str, Mapping[str, str]] | None = None,
         iceberg_conn_id: str = IcebergHook.default_conn_name,
         spark_conn_id: str = SparkHook.default_conn_name,
-        write_audit_publish: bool = False,
+        publish: bool = True,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("pool", local_spark_pool())
@@ -94,7 +97,7 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
         self.sql_secrets = {name: dict(ref) for name, ref in (sql_secrets or {}).items()}
         self.iceberg_conn_id = iceberg_conn_id
         self.spark_conn_id = spark_conn_id
-        self.write_audit_publish = write_audit_publish
+        self.publish = publish
         # Remember where the SQL came from: rendering replaces self.sql with the file's text.
         self.sql_source = sql.strip() if _is_sql_path(sql) else "<inline SQL>"
         self._rendered = False
@@ -154,12 +157,18 @@ class SparkIcebergTransformOperator(LineageMixin, BaseOperator):
         self.log.info("starting the Spark session (a new JVM in a fresh task process takes 10-30s)")
         spark = SparkHook(self.spark_conn_id).get_session(iceberg.settings)
         self.log.info("Spark session ready in %.1fs (%s)", time.monotonic() - started, spark.sparkContext.master)
-        branch = wap_branch(context) if self.write_audit_publish else None
+        branch = wap_branch(context, self.publish)
         spec = self.transform_spec(branch, context.get("run_id"), sql_secret_values(self.task_id, self.sql_secrets))
-        with SparkProgress(spark, self.sql_source, self.log):
-            result = run_transform(spark, spec, self.log)
+        try:
+            with SparkProgress(spark, self.sql_source, self.log):
+                result = run_transform(spark, spec, self.log)
+        except TransformError as exc:
+            note = branch_note(iceberg, self.output_table, branch)
+            if note:
+                raise TransformError(f"{exc}\n{note}") from exc
+            raise
         ui = spark.sparkContext.uiWebUrl
-        return publish_transform(self, context, iceberg, result.as_dict(), self.mode, ui, branch)
+        return publish_transform(self, context, iceberg, result.as_dict(), self.mode, ui, branch, self.publish)
 
 
 def sql_secret_values(task_id: str, refs: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
@@ -185,9 +194,33 @@ def sql_secret_values(task_id: str, refs: Mapping[str, Mapping[str, str]]) -> di
     return values
 
 
-def wap_branch(context: Any) -> str:
-    """Return the branch the context's run writes on (write-audit-publish)."""
-    return run_branch(str(context.get("run_id") or ""))
+def wap_branch(context: Any, publish: bool = False) -> str | None:
+    """Return the branch the context's run writes on (write-audit-publish).
+
+    Without a run id: ``None`` (write main) when the writer publishes itself; else :class:`PublishError`, as the
+    checks task could not find the branch.
+    """
+    run_id = str(context.get("run_id") or "")
+    return run_branch(run_id) if run_id or not publish else None
+
+
+def branch_note(iceberg: IcebergHook, output_table: str, branch: str | None) -> str:
+    """After a failed transform: say that main is unchanged and where what the run wrote is ("" without a branch).
+
+    A catalog that cannot be read gives "" too: the transform's own error is what the task must report.
+    """
+    if branch is None:
+        return ""
+    try:
+        snapshot = wap.branch_snapshot(iceberg.load_table(output_table), branch)
+    except Exception:
+        return ""
+    if snapshot is None:
+        return f"main of {output_table} is unchanged"
+    return (
+        f"main of {output_table} is unchanged; what the run wrote is on branch {branch} (kept "
+        f"{wap.BRANCH_RETENTION_DAYS} days), e.g. asgard tables history {output_table}"
+    )
 
 
 def publish_transform(
@@ -198,14 +231,21 @@ def publish_transform(
     mode: str,
     spark_ui: str | None,
     branch: str | None = None,
+    publish: bool = False,
 ) -> dict[str, Any]:
     """Publish a transform's output and quarantine tables (asset events, lineage, Spark UI link); return its XCom.
 
     ``result`` is a :class:`~asgard_provider.engines.spark_sql.TransformResult` as a mapping: from the embedded
-    runner, or the line a SparkApplication's driver printed. Written on ``branch``, the tables get no asset
-    event here: the checks task emits them once it has published the branch.
+    runner, or the line a SparkApplication's driver printed. Written on ``branch``, the tables move to it with
+    ``publish`` (:func:`asgard_provider.engines.wap.publish_run`); without, they get no asset event here: the
+    checks task emits them once it has published the branch.
     """
     output, quarantine = result["output_table"], result.get("quarantine_table")
+    published = {}
+    if branch is not None and publish:
+        published = {"published_from": branch}
+        _publish_branch(op, iceberg, [output, *([quarantine] if quarantine else [])], str(context.get("run_id")))
+        branch = None
     snapshot_id = read_snapshot(iceberg.load_table(output), branch)
     rows, rejected = result.get("rows_written"), result.get("rows_quarantined")
     wrote = [Dataset(output, rows=rows)]
@@ -223,7 +263,13 @@ def publish_transform(
         # "" without a UI: the Spark UI link then reads an empty value instead of logging "XCom not found".
         xcom={SPARK_UI_XCOM: spark_ui or ""},
     )
-    return {**result, "snapshot_id": snapshot_id, **({"branch": branch} if branch else {})}
+    return {**result, "snapshot_id": snapshot_id, **({"branch": branch} if branch else published)}
+
+
+def _publish_branch(op: Any, iceberg: IcebergHook, tables: Sequence[str], run_id: str) -> None:
+    """Move main of ``tables`` to the run's branch (a fast-forward, or a replay when another run published first)."""
+    for done in wap.publish_run(iceberg.catalog, tables, run_id).values():
+        op.log.info("%s: main %s -> %s (branch %s)", done.table, done.previous, done.snapshot_id, run_branch(run_id))
 
 
 def check_sql_path(task_id: str, sql: Any) -> None:

@@ -28,6 +28,7 @@ from asgard_provider.links import SparkUILink
 from asgard_provider.operators.spark_iceberg import (
     _is_sql_path,
     _with_sql_loader,
+    branch_note,
     check_sql_path,
     publish_transform,
     sql_dir,
@@ -55,6 +56,9 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
     :param env_from: Kubernetes Secrets exposed as environment variables in driver and executors.
     :param packages: Maven coordinates fetched at submit time (default: Iceberg Spark runtime + AWS bundle);
         ``[]`` when the image already holds the jars.
+    :param publish: the driver writes output and quarantine on the run's branch (``run_<run id>``); ``True``:
+        this task publishes them (moves main) once the application COMPLETED, then emits the asset events;
+        ``False``: the checks task that audits the branch does. A failed application leaves main as it was.
     """
 
     template_fields = [  # type: ignore[assignment]
@@ -98,7 +102,7 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
         iceberg_conn_id: str = IcebergHook.default_conn_name,
         kubernetes_conn_id: str = "kubernetes_default",
         deferrable: bool = True,
-        write_audit_publish: bool = False,
+        publish: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -137,7 +141,7 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
         self.iceberg_conn_id = iceberg_conn_id
         self.sql_source = sql.strip() if _is_sql_path(sql) else "<inline SQL>"
         self._outcome: dict[str, Any] = {}
-        self.write_audit_publish = write_audit_publish
+        self.publish = publish
         self._branch: str | None = None
         self._run_properties: dict[str, str] = {}
 
@@ -165,6 +169,12 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
             ) from exc
         except jinja2.TemplateError as exc:
             raise TransformError(f"cannot render SQL {self.sql_source}: {exc}") from exc
+        self._bind_run(context)
+
+    def _bind_run(self, context: Context) -> None:
+        """Set the branch the driver writes on and the run id its snapshots carry (from the context's run)."""
+        self._branch = wap_branch(context, self.publish)
+        self._run_properties = {RUN_PROPERTY: str(context.get("run_id"))}
 
     # ------------------------------------------------------------------------------------------- the object
 
@@ -217,8 +227,7 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
 
     def execute(self, context: Context) -> Any:
         """Submit the SparkApplication; defer (or wait) until the driver ends, then check its final state."""
-        self._branch = wap_branch(context) if self.write_audit_publish else None
-        self._run_properties = {RUN_PROPERTY: str(context.get("run_id"))}
+        self._bind_run(context)
         self.template_spec = {"spark": self.build_application()}
         try:
             super().execute(context)
@@ -228,8 +237,7 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
 
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger saw the driver pod end: copy its log, read the final state, clean up."""
-        self._branch = wap_branch(context) if self.write_audit_publish else None
-        self._run_properties = {RUN_PROPERTY: str(context.get("run_id"))}
+        self._bind_run(context)
         self.template_spec = {"spark": self.build_application()}
         self.name = str(event.get("name", "")).removesuffix("-driver") or self.name
         try:
@@ -307,7 +315,11 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
         where = f"SparkApplication {self.namespace}/{outcome.get('application') or self.name}"
         state = outcome.get("state") or "unknown"
         error = outcome.get("error") or str(exc).splitlines()[0]
-        return TransformError(f"{self.sql_source} -> {self.output_table}: {where} ended in state {state}: {error}")
+        note = branch_note(IcebergHook(self.iceberg_conn_id), self.output_table, self._branch)
+        return TransformError(
+            f"{self.sql_source} -> {self.output_table}: {where} ended in state {state}: {error}"
+            + (f"\n{note}" if note else "")
+        )
 
     def _finish(self, context: Context) -> dict[str, Any]:
         """Check the final state, then read the output table's snapshot and publish the asset events."""
@@ -326,5 +338,5 @@ class SparkIcebergKubernetesOperator(LineageMixin, SparkKubernetesOperator):
         ui = outcome.get("spark_ui")
         ui_url = ui if not ui or "://" in ui else f"http://{ui}"
         iceberg = IcebergHook(self.iceberg_conn_id)
-        published = publish_transform(self, context, iceberg, result, self.mode, ui_url, self._branch)
+        published = publish_transform(self, context, iceberg, result, self.mode, ui_url, self._branch, self.publish)
         return {**published, "application": outcome.get("application"), "state": state}

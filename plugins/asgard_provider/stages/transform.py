@@ -144,7 +144,8 @@ def _spec(stage: TransformStage, where: str, reads: tuple[Read, ...], problems: 
 def _operator(stage: TransformStage) -> Any:
     """Return the Spark transform in the worker (``runner: local``) or as a SparkApplication (``kubernetes``).
 
-    A stage with checks writes on the run's branch; its checks task publishes (write-audit-publish).
+    Every transform writes on the run's branch (write-audit-publish); the checks task of a stage with checks
+    publishes it, a stage without publishes at the end of its own task.
     """
     common: dict[str, Any] = {
         "task_id": stage.name,
@@ -154,7 +155,7 @@ def _operator(stage: TransformStage) -> Any:
         "partition_by": stage.partition_by,
         "merge_keys": stage.merge_keys,
         "quarantine_table": stage.quarantine_table,
-        "write_audit_publish": stage.checks is not None,
+        "publish": stage.checks is None,
     }
     if stage.parameters_from:
         common["sql_secrets"] = {n: source.model_dump(exclude_none=True) for n, source in stage.parameters_from.items()}

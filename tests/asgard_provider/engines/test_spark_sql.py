@@ -13,6 +13,7 @@ import pytest
 
 from asgard_provider.catalog import CatalogSettings
 from asgard_provider.child_env import child_env
+from asgard_provider.engines import wap
 from asgard_provider.engines.spark_sql import TransformSpec
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.spark import SparkHook
@@ -55,6 +56,8 @@ JOB = {
     "merge_keys": [],
     "quarantine_table": None,
     "withheld_conf": [],
+    "branch": "run_manual__1",  # what SparkIcebergKubernetesOperator sends: the run's branch and run id
+    "snapshot_properties": {"asgard.run-id": "manual__1"},
 }
 
 
@@ -85,6 +88,11 @@ def test_spark_driver_runs_a_transform_where_airflow_cannot_be_imported(asgard_h
         "quarantine_table": "silver.items_quarantine",
         "input_tables": ["bronze.items"],
     }
+    output = iceberg.load_table("silver.items")
+    assert output.scan().to_arrow().num_rows == 0  # written on the run's branch: main has the empty new table
+    on_branch = wap.branch_snapshot(output, "run_manual__1")
+    assert output.snapshot_by_id(on_branch).summary.additional_properties[wap.RUN_PROPERTY] == "manual__1"
+    wap.publish_run(iceberg.catalog, ["silver.items", "silver.items_quarantine"], "manual__1")  # as the task does
     rows = iceberg.load_table("silver.items").scan().to_arrow().sort_by("id").to_pylist()
     assert rows == [{"id": 1, "name": "A"}, {"id": 2, "name": "B"}]
     rejected = iceberg.load_table("silver.items_quarantine").scan().to_arrow().to_pylist()

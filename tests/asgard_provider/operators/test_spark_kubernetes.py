@@ -21,12 +21,14 @@ import pytest
 from kubernetes.client import models as k8s
 
 from asgard_provider.assets import table_asset
+from asgard_provider.engines import wap
 from asgard_provider.exceptions import TransformError
 from asgard_provider.kubernetes import RESULT_MARKER, decode_spec
 
 REPO = Path(__file__).resolve().parents[3]
 SCHEMA = json.loads((REPO / "tests" / "fixtures" / "kubernetes" / "sparkapplication-v1beta2.schema.json").read_text())
 NAMESPACE = "asgard-jobs"
+BRANCH = "run_manual__1"
 
 pytestmark = pytest.mark.postgres
 
@@ -165,13 +167,19 @@ def context(op: Any) -> dict[str, Any]:
     }
 
 
-def write_output(rows: int) -> int:
-    """Commit what the driver would have written; return the snapshot id."""
+def write_output(rows: int, branch: str | None = BRANCH) -> int:
+    """Commit what the driver would have written (on the run's branch by default); return the snapshot id."""
     from asgard_provider.hooks.iceberg import IcebergHook
 
     hook = IcebergHook()
-    hook.write("silver.events", [pa.table({"id": list(range(rows)), "name": ["A"] * rows})], mode="overwrite")
-    return int(hook.load_table("silver.events").current_snapshot().snapshot_id)
+    data = [pa.table({"id": list(range(rows)), "name": ["A"] * rows})]
+    return int(hook.write("silver.events", data, mode="overwrite", branch=branch)["snapshot_id"])
+
+
+def main_snapshot() -> int:
+    from asgard_provider.hooks.iceberg import IcebergHook
+
+    return int(IcebergHook().load_table("silver.events").current_snapshot().snapshot_id)
 
 
 def submit(op: Any, ctx: dict[str, Any]) -> Any:
@@ -208,8 +216,19 @@ def test_submits_the_sparkapplication_and_defers(pg_catalog: str, cluster: FakeC
     assert conf["spark.sql.catalog.iceberg.uri"] == f"jdbc:postgresql://127.0.0.1:5432/{pg_catalog}"
     assert conf["spark.sql.catalog.iceberg.jdbc.user"] == "postgres"
     job = decode_spec(spec["arguments"][1])
-    assert job["sql"] == "SELECT id, upper(name) AS name FROM iceberg.bronze.events WHERE day = '2025-11-11'"
-    assert job["partition_by"] == ["days(day)"] and job["output_table"] == "silver.events"
+    assert job == {
+        "task_id": "clean_events",
+        "sql": "SELECT id, upper(name) AS name FROM iceberg.bronze.events WHERE day = '2025-11-11'",
+        "sql_source": "<inline SQL>",
+        "output_table": "silver.events",
+        "mode": "overwrite",
+        "partition_by": ["days(day)"],
+        "merge_keys": [],
+        "quarantine_table": None,
+        "withheld_conf": [],
+        "branch": BRANCH,  # the driver writes on the run's branch; main moves when the task publishes
+        "snapshot_properties": {wap.RUN_PROPERTY: "manual__1"},
+    }
     # it waited for the application to leave SUBMITTED, then handed the driver pod to the trigger
     cluster.custom.get_namespaced_custom_object_status.assert_called_with(
         group="sparkoperator.k8s.io", version="v1beta2", namespace=NAMESPACE, name=op.name, plural="sparkapplications"
@@ -225,7 +244,9 @@ def test_completion_reads_state_and_result_then_deletes_and_publishes(pg_catalog
     ctx = context(op)
     submit(op, ctx)
     name = op.name
+    previous = write_output(3, branch=None)  # the last published run
     snapshot = write_output(5)
+    assert main_snapshot() == previous  # the driver wrote on the branch only
     cluster.pod_phase, cluster.app_state = "Succeeded", "COMPLETED"
     result_line = {"output_table": "silver.events", "rows_written": 5, "rows_quarantined": 2, "quarantine_table": None}
     cluster.driver_log = f"starting\n{RESULT_MARKER}{json.dumps(result_line)}\n"
@@ -237,6 +258,11 @@ def test_completion_reads_state_and_result_then_deletes_and_publishes(pg_catalog
 
     assert result["state"] == "COMPLETED" and result["application"] == name
     assert result["rows_written"] == 5 and result["snapshot_id"] == snapshot
+    # published after the application COMPLETED: main fast-forwarded to the branch, the branch dropped
+    assert main_snapshot() == snapshot and result["published_from"] == BRANCH
+    from asgard_provider.hooks.iceberg import IcebergHook
+
+    assert IcebergHook().load_table("silver.events").refs().keys() == {"main"}
     cluster.custom.get_namespaced_custom_object.assert_called_with(
         group="sparkoperator.k8s.io", version="v1beta2", namespace=NAMESPACE, plural="sparkapplications", name=name
     )
@@ -251,14 +277,36 @@ def test_failed_application_fails_the_task_with_its_error(pg_catalog: str, clust
     op = operator()
     ctx = context(op)
     submit(op, ctx)
+    previous = write_output(3, branch=None)
+    written = write_output(5)  # the driver committed the output, then failed (say on the quarantine table)
     cluster.pod_phase, cluster.app_state = "Failed", "FAILED"
     cluster.driver_log = "TransformError: invalid SQL\n"
     resumed = operator()
     ctx = context(resumed)
     resumed.render_template_fields(ctx)
-    with pytest.raises(TransformError, match=r"ended in state FAILED: driver container failed with ExitCode: 1"):
+    with pytest.raises(TransformError, match=r"ended in state FAILED: driver container failed with ExitCode: 1") as err:
         resumed.trigger_reentry(ctx, {"status": "failed", "name": f"{op.name}-driver", "namespace": NAMESPACE})
+    assert f"main of silver.events is unchanged; what the run wrote is on branch {BRANCH}" in str(err.value)
     assert ctx["_events"] == {}
+    from asgard_provider.hooks.iceberg import IcebergHook
+
+    table = IcebergHook().load_table("silver.events")
+    assert main_snapshot() == previous and wap.branch_snapshot(table, BRANCH) == written  # kept for inspection
+
+
+def test_with_checks_the_task_leaves_the_branch_to_them(pg_catalog: str, cluster: FakeCluster) -> None:
+    op = operator(publish=False)
+    submit(op, context(op))
+    previous = write_output(3, branch=None)
+    snapshot = write_output(5)
+    cluster.pod_phase, cluster.app_state = "Succeeded", "COMPLETED"
+    cluster.driver_log = f"{RESULT_MARKER}{json.dumps({'output_table': 'silver.events', 'rows_written': 5})}\n"
+    resumed = operator(publish=False)
+    ctx = context(resumed)
+    resumed.render_template_fields(ctx)
+    result = resumed.trigger_reentry(ctx, {"status": "success", "name": f"{op.name}-driver", "namespace": NAMESPACE})
+    assert result["branch"] == BRANCH and result["snapshot_id"] == snapshot
+    assert main_snapshot() == previous and ctx["_events"] == {}  # the checks task audits, publishes, emits
 
 
 def test_on_kill_deletes_the_application(pg_catalog: str, cluster: FakeCluster) -> None:

@@ -88,7 +88,11 @@ def test_bad_rows_fail_the_audit_keep_main_and_stop_downstream(pipeline: tuple[A
     assert _rows(silver) == [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
     assert wap.run_branch(good_run) not in silver.refs()  # published, branch dropped
     assert good_run in {e.run_id for e in wap.history(silver) if e.on_main}  # asgard tables history names the run
-    assert _rows(hook.load_table("silver.items_summary")) == [{"items": 2}]
+    summary = hook.load_table("silver.items_summary")
+    assert _rows(summary) == [{"items": 2}]
+    # the transform without checks wrote on the run's branch too, and published it at the end of its task
+    assert summary.refs().keys() == {"main"}
+    assert summary.current_snapshot().summary.additional_properties[wap.RUN_PROPERTY] == good_run
     published = silver.current_snapshot().snapshot_id
 
     with sqlite3.connect(db) as conn:
