@@ -43,6 +43,9 @@ _LOG = logging.getLogger(__name__)
 
 #: Lines of script output quoted in the error when a script fails.
 TAIL_LINES = 40
+#: What loading, scoring and comparing the logged model imports in this process; imported while the script
+#: runs, when this process only waits (``load_model`` fell from 7.1 s to 0.1 s at load 8, the script rose 4 s).
+AFTER_SCRIPT_IMPORTS = ("mlflow.sklearn", "skops.io", "sklearn.metrics", "pandas", "pyarrow.parquet")
 
 
 def resolve_script(script: str, base: Path | str | None = None) -> Path:
@@ -248,6 +251,7 @@ class Trainer:
             with tempfile.TemporaryDirectory(prefix="asgard-train-") as workdir:
                 ctx_file = self._context(label_snapshot, params, pins).write(Path(workdir) / "training_context.json")
                 with self.timings.step("script"):
+                    threading.Thread(target=_import_quietly, args=(AFTER_SCRIPT_IMPORTS,), daemon=True).start()
                     self._run_script(script, run_id, ctx_file, Path(workdir))
             self.mlflow.finish_run(run_id, "FINISHED")
             with self.timings.step("load_model"):
@@ -625,6 +629,17 @@ def train(
 ) -> TrainingOutcome:
     """Run one training (see :class:`Trainer`)."""
     return Trainer(spec, stores, log).run(on_started)
+
+
+def _import_quietly(modules: tuple[str, ...]) -> None:
+    """Import ``modules`` ahead of use; one that fails is imported (and fails) again where it is needed."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # the import where the module is used reports it again
+            _LOG.debug("early import of %s failed: %s", name, exc)
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
