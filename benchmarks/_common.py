@@ -154,6 +154,11 @@ class RssTimeline:
         self._stop.set()
         self._thread.join()
 
+    def at(self, moment: float) -> float:
+        """RSS (MiB) of the last sample at or before ``moment`` (what earlier tasks left resident)."""
+        before = [mib for t, mib in self.samples if t <= moment]
+        return before[-1] if before else 0.0
+
     def peak_between(self, start: float, end: float) -> float:
         inside = [mib for t, mib in self.samples if start <= t <= end]
         return max(inside, default=0.0)

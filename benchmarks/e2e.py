@@ -117,6 +117,7 @@ def run_dag(out: Path) -> None:
                 "peak_rss_mib": rss.peak_between(ti.start_date.timestamp(), ti.end_date.timestamp())
                 if ti.start_date and ti.end_date
                 else None,
+                "start_rss_mib": rss.at(ti.start_date.timestamp()) if ti.start_date else None,
             }
             for ti in tis
         ]
@@ -206,11 +207,18 @@ def report(res: dict) -> None:
             t["rows"] if t["rows"] is not None else "",
             round(t["rows"] / t["duration"]) if t["rows"] and t["duration"] else "",
             t["peak_rss_mib"] or 0.0,
+            t.get("start_rss_mib") or 0.0,
+            (t["peak_rss_mib"] or 0.0) - (t.get("start_rss_mib") or 0.0),
             t["state"],
         ]
         for t in tasks
     ]
-    print(table(["task", "stage", "seconds", "rows", "rows/s", "peak RSS MiB (process tree)", "state"], rows))
+    heads = ["task", "stage", "seconds", "rows", "rows/s", "peak RSS MiB (process tree)", "RSS at start", "rise"]
+    print(table([*heads, "state"], rows))
+    worst = max(tasks, key=lambda t: t["peak_rss_mib"] or 0.0)
+    print(
+        f"\nhighest task peak RSS: {worst['task_id']} {(worst['peak_rss_mib'] or 0.0) / 1024:.2f} GiB (target <= 3 GiB)"
+    )
     stages: dict[str, float] = {}
     for t in tasks:
         stages[stage_of(t["task_id"])] = stages.get(stage_of(t["task_id"]), 0.0) + (t["duration"] or 0.0)

@@ -47,12 +47,26 @@ def project_fingerprint(project_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _dbt_env(target: str) -> dict[str, str]:
-    """Environment every dbt invocation of a project gets (profile target, state paths, no telemetry)."""
+#: Default DuckDB memory limit of the embedded (``duckdb``) dbt target; beyond it DuckDB spills to disk.
+DUCKDB_MEMORY_LIMIT = "2GB"
+#: Default DuckDB threads of the embedded dbt target.
+DUCKDB_THREADS = 2
+#: Environment variables the projects' ``profiles.yml`` read for DuckDB's ``memory_limit``, ``threads`` and
+#: ``temp_directory`` (the spill folder, default ``$ASGARD_HOME/dbt/spill``).
+DUCKDB_MEMORY_ENV = "ASGARD_DBT_DUCKDB_MEMORY_LIMIT"
+DUCKDB_THREADS_ENV = "ASGARD_DBT_DUCKDB_THREADS"
+DUCKDB_TEMP_ENV = "ASGARD_DBT_DUCKDB_TEMP_DIRECTORY"
+
+
+def _dbt_env(target: str, memory_limit: str = DUCKDB_MEMORY_LIMIT, threads: int = DUCKDB_THREADS) -> dict[str, str]:
+    """Environment every dbt invocation of a project gets (profile target, DuckDB limits, no telemetry)."""
     return {
         "ASGARD_HOME": str(asgard_home()),
         "ASGARD_DBT_TARGET": target,
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        DUCKDB_MEMORY_ENV: memory_limit,
+        DUCKDB_THREADS_ENV: str(threads),
+        DUCKDB_TEMP_ENV: str(asgard_home() / "dbt" / "spill"),
     }
 
 
@@ -213,6 +227,8 @@ def build_dbt_task_group(
     trino_conn_id: str | None = None,
     branch_tables: list[str] | None = None,
     branch_retention_days: int | None = None,
+    duckdb_memory_limit: str = DUCKDB_MEMORY_LIMIT,
+    duckdb_threads: int = DUCKDB_THREADS,
 ) -> Any:
     """Build a Cosmos ``DbtTaskGroup`` for ``project_dir`` inside the current ``with DAG`` block.
 
@@ -220,7 +236,8 @@ def build_dbt_task_group(
     task instance, so every run and backfill builds its own snapshot. With ``trino_conn_id`` the ``trino`` target's
     profile is mapped from that Airflow Trino connection (see :func:`trino_profile_config`) instead of read from
     ``profiles.yml``. The Asgard plugin stores ``branch_tables`` on the run's branch (write-audit-publish, see
-    :func:`wap_env`); dbt-trino writes main directly.
+    :func:`wap_env`); dbt-trino writes main directly. On the ``duckdb`` target DuckDB keeps within
+    ``duckdb_memory_limit`` with ``duckdb_threads`` threads and spills to ``$ASGARD_HOME/dbt/spill``.
     """
     os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
     from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
@@ -242,7 +259,10 @@ def build_dbt_task_group(
         project_name=project_name,
         install_dbt_deps=False,
         partial_parse=False,
-        env_vars={**_dbt_env(target), **wap_env(list(branch_tables or []), branch_retention_days)},
+        env_vars={
+            **_dbt_env(target, duckdb_memory_limit, duckdb_threads),
+            **wap_env(list(branch_tables or []), branch_retention_days),
+        },
     )
     # Cosmos wraps the path in an ObjectStoragePath, whose first open() loads every Airflow plugin in the DAG
     # processor's child; the manifest is a local file, so read it as one.

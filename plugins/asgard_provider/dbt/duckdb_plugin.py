@@ -60,15 +60,21 @@ class Plugin(BasePlugin):
             self._hook = IcebergHook(self._conn_id)
         return self._hook
 
-    def load(self, source_config: SourceConfig) -> pa.Table:
-        """Scan the source's Iceberg table into Arrow (DuckDB registers it as a view)."""
+    def load(self, source_config: SourceConfig) -> pa.Table | pa.RecordBatchReader:
+        """Scan the source's Iceberg table into Arrow.
+
+        A source materialized as a table (``meta.materialization``, dbt-duckdb's default) is streamed in record
+        batches, which DuckDB copies within its memory limit; a view needs the whole Arrow table (re-scanned).
+        """
         name = source_config.get("iceberg_table") or f"{source_config.schema}.{source_config.identifier}"
         scan = {key: source_config[key] for key in _SCAN_KEYS if key in source_config}
         if "selected_fields" in scan:
             scan["selected_fields"] = tuple(scan["selected_fields"])
         try:
             table = self.hook.load_table(name)
-            return table.scan(**scan).to_arrow()
+            materialization = source_config.meta.get("materialization", self.default_materialization())
+            rows = table.scan(**scan)
+            return rows.to_arrow_batch_reader() if materialization == "table" else rows.to_arrow()
         except TransformError:
             raise
         except Exception as exc:

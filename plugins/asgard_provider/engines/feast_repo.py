@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from asgard_provider.catalog import CATALOG_NAME, CatalogSettings, export_catalog_password, split_table_name
+from asgard_provider.engines.feature_batches import MATERIALIZE_BATCH_ROWS, latest_rows
 from asgard_provider.engines.iceberg_tables import load_table
 from asgard_provider.exceptions import CatalogError, FeatureStoreError
 
@@ -287,35 +288,35 @@ def check_registered(store: FeatureStore, feature_view: str) -> None:
 
 
 def materialize(
-    store: FeatureStore, catalog: Any, spec: FeatureViewSpec, end: datetime, log: logging.Logger = _LOG
+    store: FeatureStore,
+    catalog: Any,
+    spec: FeatureViewSpec,
+    end: datetime,
+    log: logging.Logger = _LOG,
+    batch_rows: int = MATERIALIZE_BATCH_ROWS,
 ) -> Materialized:
     """Materialize ``[end - ttl, end]`` of ``spec``'s view; return the window and the entities it loaded.
 
-    Only the view's name, source table, join keys, timestamp field and TTL are read from ``spec``.
+    As ``feast materialize`` does, each entity's latest row in the window goes to the online store and the window
+    is recorded in the registry; but the rows stream from the Iceberg table in batches of ``batch_rows``
+    (deduplicated in a bounded DuckDB, :func:`~asgard_provider.engines.feature_batches.latest_rows`), so memory
+    stays bounded whatever the table's size. Only the view's name, source table, join keys, timestamp field and
+    TTL are read from ``spec``; the features are the registered view's.
     """
     start = end - timedelta(days=spec.ttl_days)
-    store.materialize(start, end, [spec.feature_view])
-    rows = _entities_in_window(catalog, spec, start, end, log)
+    fs = store.get_store()
+    view = fs.get_feature_view(spec.feature_view)
+    features = [f.name for f in view.features]  # the registered view's: the operator's spec lists none
+    rows = 0
+    window = (start, end)
+    for batch in latest_rows(
+        catalog, spec.source_table, spec.join_keys, spec.timestamp_field, features, window, batch_rows
+    ):
+        try:
+            fs.write_to_online_store(spec.feature_view, df=batch.to_pandas(), transform_on_write=False)
+        except Exception as exc:
+            raise FeatureStoreError(f"writing {spec.feature_view} to the online store failed: {exc}") from exc
+        rows += batch.num_rows
+    fs.registry.apply_materialization(view, fs.project, start, end)
     log.info("materialized %s entities of %s from %s to %s", rows, spec.feature_view, start, end)
     return Materialized(spec.feature_view, rows, start, end)
-
-
-def _entities_in_window(
-    catalog: Any, spec: FeatureViewSpec, start: datetime, end: datetime, log: logging.Logger
-) -> int | None:
-    """Count entities (unique key tuples) with a row whose timestamp is in [start, end] (``None`` if unreadable)."""
-    import pyarrow.compute as pc
-
-    keys, ts_field = spec.join_keys, spec.timestamp_field
-    try:
-        data = load_table(catalog, spec.source_table).scan(selected_fields=(*keys, ts_field)).to_arrow()
-    except Exception as exc:  # the count is informative only; materialization already succeeded
-        log.warning("could not count materialized rows of %s: %s", spec.source_table, exc)
-        return None
-    ts = data.column(ts_field)
-    if ts.type.tz is None:  # type: ignore[attr-defined]
-        bounds = (start.replace(tzinfo=None), end.replace(tzinfo=None))
-    else:
-        bounds = (start, end)
-    mask = pc.and_(pc.greater_equal(ts, bounds[0]), pc.less_equal(ts, bounds[1]))
-    return data.filter(mask).select(keys).group_by(keys).aggregate([]).num_rows

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from asgard_provider.engines import wap
+from asgard_provider.engines.feature_batches import PointInTimeJoin, view_sources
 from asgard_provider.engines.iceberg_tables import WriteResult, load_table, write_batches
 from asgard_provider.engines.mlflow_store import MLflowStore
 from asgard_provider.engines.monitoring import (
@@ -465,15 +466,27 @@ def score(spec: ScoringSpec, stores: Stores, log: logging.Logger = _LOG) -> Scor
     model = mlflow.load_sklearn_model(spec.model_name, version)
     catalog = open_catalog(stores.catalog)
     entities = _entities(spec, catalog, as_of, log)
-    feast = FeastStore(stores.feast, stores.catalog)
-    scorer = BatchScorer(
-        model,
-        columns,
-        model_columns(model, spec.feature_refs, f"{spec.model_name} version {version}"),
-        lambda chunk: feast.historical_features(chunk, list(spec.feature_refs)),
-        ModelStamp(spec.model_name, str(version), as_of, datetime.now(UTC)),
-        keep_timestamp=None if spec.scope == "latest" else spec.timestamp_field,
-    )
+    try:
+        views = view_sources(FeastStore(stores.feast, stores.catalog).store, spec.feature_refs)
+    except FeatureStoreError as exc:
+        raise InferenceError(f"feature retrieval failed: {exc}") from exc
+    with PointInTimeJoin(catalog, views, ROW_ID, EVENT_TIMESTAMP) as features:
+        scorer = BatchScorer(
+            model,
+            columns,
+            model_columns(model, spec.feature_refs, f"{spec.model_name} version {version}"),
+            features.fetch,
+            ModelStamp(spec.model_name, str(version), as_of, datetime.now(UTC)),
+            keep_timestamp=None if spec.scope == "latest" else spec.timestamp_field,
+        )
+        return _score_with(spec, catalog, mlflow, scorer, entities, log)
+
+
+def _score_with(
+    spec: ScoringSpec, catalog: Any, mlflow: MLflowStore, scorer: BatchScorer, entities: Entities, log: logging.Logger
+) -> ScoringOutcome:
+    """Score ``entities`` batch by batch, write the predictions and monitoring rows on the run's branch, publish."""
+    as_of, version = scorer.stamp.as_of, scorer.stamp.model_version
     log.info(
         "scoring %d rows (scope %s) of %s as of %s with %s version %s",
         len(entities.frame),

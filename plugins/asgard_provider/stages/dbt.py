@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import Field
 
+from asgard_provider.dbt.cosmos import DUCKDB_MEMORY_LIMIT, DUCKDB_THREADS
 from asgard_provider.exceptions import PathEscapeError, TransformError
 from asgard_provider.paths import contained
 from asgard_provider.stages.base import (
@@ -46,6 +47,12 @@ class DbtStage(StageModel):
         "params.<name> (e.g. `{{ data_interval_start | ds }}`)",
         json_schema_extra=TEMPLATED,
     )
+    duckdb_memory_limit: str = Field(
+        default=DUCKDB_MEMORY_LIMIT,
+        pattern=r"^[0-9]+(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="target duckdb: DuckDB memory_limit (e.g. 2GB); beyond it DuckDB spills to $ASGARD_HOME/dbt/spill",
+    )
+    duckdb_threads: int = Field(default=DUCKDB_THREADS, ge=1, le=64, description="target duckdb: DuckDB threads")
     produces: list[TableName] = Field(default=[], description="Iceberg tables the project writes")
     checks: dict[TableName, TableChecks] = Field(
         default={}, description="checks per produced table (default: at least one row)"
@@ -195,6 +202,8 @@ def build(node: Node, base: Path) -> Built:
         trino_conn_id=stage.connection,
         branch_tables=list(stage.produces),
         branch_retention_days=retention or TableChecks().branch_retention_days,
+        duckdb_memory_limit=stage.duckdb_memory_limit,
+        duckdb_threads=stage.duckdb_threads,
     )
     if not stage.produces:
         return Built(entry=group, exit=group)

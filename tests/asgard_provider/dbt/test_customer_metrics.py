@@ -179,3 +179,43 @@ def test_unparseable_project_names_the_project(asgard_home: Path, tmp_path: Path
     (project / "models" / "gold" / "customer_metrics.sql").write_text("select {{ ref('no_such_model') }}")
     with pytest.raises(TransformError, match=r"broken does not parse"):
         ensure_manifest(project)
+
+
+def _dbt_show(tmp_path: Path, sql: str, env: dict[str, str]) -> tuple[list[str], list[tuple[object, ...]]]:
+    from cosmos.dbt.project import environ
+    from dbt.cli.main import dbtRunner
+
+    args = ["show", "--project-dir", str(PROJECT), "--profiles-dir", str(PROJECT), "--inline", sql]
+    args += ["--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs"), "--limit", "100"]
+    args += ["--vars", f"{{as_of: '{AS_OF}'}}"]
+    base = {"ASGARD_HOME": os.environ["ASGARD_HOME"], "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    with environ({**base, **env}):
+        result = dbtRunner().invoke(args)
+    assert result.success, result.exception
+    table = result.result.results[0].agate_table
+    return list(table.column_names), [tuple(row) for row in table.rows]
+
+
+def test_duckdb_runs_within_the_stage_s_memory_limit_threads_and_spill_folder(
+    asgard_home: Path, tmp_path: Path
+) -> None:
+    from asgard_provider.dbt.cosmos import DUCKDB_MEMORY_ENV, DUCKDB_TEMP_ENV, DUCKDB_THREADS_ENV, _dbt_env
+
+    _silver()
+    spill = tmp_path / "spill"
+    env = {DUCKDB_MEMORY_ENV: "300MB", DUCKDB_THREADS_ENV: "1", DUCKDB_TEMP_ENV: str(spill)}
+    sql = "select current_setting('memory_limit'), current_setting('threads'), current_setting('temp_directory')"
+    _, rows = _dbt_show(tmp_path, sql, env)
+    limit, threads, temp = rows[0]
+    assert (str(limit).replace(" ", ""), int(threads), temp) == ("286.1MiB", 1, str(spill))  # 300 MB in MiB
+    # The defaults every Cosmos task gets: 2GB, 2 threads, $ASGARD_HOME/dbt/spill.
+    _, rows = _dbt_show(tmp_path, sql, _dbt_env("duckdb"))
+    assert (str(rows[0][0]).replace(" ", ""), int(rows[0][1])) == ("1.8GiB", 2)
+    assert rows[0][2] == str(asgard_home / "dbt" / "spill")
+
+
+def test_sources_stream_only_the_columns_the_model_uses(asgard_home: Path, tmp_path: Path) -> None:
+    _silver()
+    columns, rows = _dbt_show(tmp_path, "select * from {{ source('silver', 'transactions_cleaned') }}", {})
+    assert sorted(columns) == ["amount", "customer_id", "transaction_date"]  # not transaction_id
+    assert len(rows) == 5

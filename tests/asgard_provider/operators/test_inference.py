@@ -277,3 +277,20 @@ def test_a_failed_monitoring_write_publishes_neither_table(trained: dict[str, An
     assert table.scan().to_arrow().num_rows == 0  # main: the empty table the branch started from
     branch = wap.branch_snapshot(table, wap.run_branch("scheduled__bad"))
     assert branch is not None and table.scan(snapshot_id=branch).to_arrow().num_rows == 2000  # kept to inspect
+
+
+def test_batches_of_three_write_the_predictions_of_one_batch(trained: dict[str, Any]) -> None:
+    """Features are joined and scored batch by batch: 10 rows in batches of 3 give the rows of one batch of 10."""
+
+    def scored(batch_size: int) -> list[dict[str, Any]]:
+        result = _operator(batch_size=batch_size, row_filter="customer_id < 1011").execute(run_context())
+        assert result["rows"] == 10
+        rows = _predictions(AS_OF).drop_columns(["scored_at"]).to_pylist()
+        return sorted(rows, key=lambda r: r["customer_id"])
+
+    in_threes, at_once = scored(3), scored(10)
+    assert [r["customer_id"] for r in in_threes] == list(range(1001, 1011))
+    # The forest averages its trees' probabilities in thread order: equal up to the last bits.
+    probability = [r.pop("churn_probability") for r in in_threes]
+    assert probability == pytest.approx([r.pop("churn_probability") for r in at_once], rel=1e-12)
+    assert in_threes == at_once
