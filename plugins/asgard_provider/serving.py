@@ -56,6 +56,9 @@ DEFAULT_PORT = 8090
 #: Run tag (written by MLflowTrainOperator) listing the Feast feature refs a model was trained on.
 FEATURES_TAG = "asgard.features"
 
+#: Feast online store types whose client is thread-safe (a connection pool): reads need no lock.
+THREAD_SAFE_STORES = ("redis",)
+
 #: Bounds of the integer Feast value types: an id outside them is invalid input, not a store error.
 _INTEGER_BOUNDS = {"INT32": (-(2**31), 2**31 - 1), "INT64": (-(2**63), 2**63 - 1)}
 
@@ -270,6 +273,7 @@ class OnlineScorer(ModelScorer):
         mlflow_conn_id: str | None = None,
         feast_conn_id: str | None = None,
     ) -> None:
+        import contextlib
         import threading
 
         from asgard_provider.hooks.feast import FeastHook
@@ -294,7 +298,10 @@ class OnlineScorer(ModelScorer):
         #: The join key's name; a composite key's names joined by ``,``.
         self.entity_key = ",".join(self.entity_keys)
         # The SQLite online store shares one connection between threads: one read at a time (well under 1 ms).
-        self._read_lock = threading.Lock()
+        # Redis's client is a thread-safe pool: a lock held over its network round trips would queue a worker's
+        # concurrent requests behind each other.
+        safe = str(getattr(self.store.config.online_store, "type", "")).lower() in THREAD_SAFE_STORES
+        self._read_lock: Any = contextlib.nullcontext() if safe else threading.Lock()
 
     @classmethod
     def from_pipeline(cls, pipeline: str, base_dir: Path | None = None, **overrides: Any) -> OnlineScorer:

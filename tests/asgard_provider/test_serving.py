@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,10 @@ def test_redis_online_store(
         expected = _expected(trained, CUSTOMERS)
         assert [on_redis.score(c).value for c in CUSTOMERS] == pytest.approx(expected, abs=TOLERANCE)
         assert [on_redis.score(c).value for c in CUSTOMERS] == [scorer.score(c).value for c in CUSTOMERS]
+        # Redis reads take no lock (its client is a thread-safe pool): concurrent reads each get their own row.
+        with ThreadPoolExecutor(8) as pool:
+            many = list(pool.map(lambda c: on_redis.score(c).value, CUSTOMERS * 25))
+        assert many == [scorer.score(c).value for c in CUSTOMERS] * 25
         with pytest.raises(EntityNotFoundError, match=f"customer_id 99999 .*Feast project '{project}'"):
             on_redis.score(99999)
     finally:
