@@ -10,13 +10,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi import Path as PathParam
-from fastapi.responses import JSONResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from asgard_provider.api import batch, promotions, ui
 from asgard_provider.api import models as m
@@ -40,6 +41,7 @@ from asgard_provider.exceptions import (
     QueryEngineError,
     QueryError,
 )
+from asgard_provider.serving import Score
 
 log = logging.getLogger(__name__)
 
@@ -139,26 +141,22 @@ class BodyTimeout:
 
 
 def _scoring_router(svc: AsgardService) -> APIRouter:
+    """Scoring routes: ``async``, each doing its work in one thread-pool call and answering the JSON bytes.
+
+    A plain ``def`` route costs FastAPI several thread-pool hops per request (the route, then validating and
+    serializing its return value), more than scoring one row; here the answer is built once, in the worker thread.
+    """
     router = APIRouter(tags=["scoring"], responses={404: _ERRORS, 422: _ERRORS, 500: _ERRORS})
 
     @router.post("/mlops/inference", response_model=m.InferenceResponse, summary="Score given feature values")
-    def inference(body: m.InferenceRequest) -> m.InferenceResponse:
+    async def inference(body: m.InferenceRequest) -> Response:
         """One prediction per input row, from the model at ``model_version`` or ``@model_alias``."""
-        scorer = svc.model(body.model_name, body.model_alias, body.model_version)
-        started = time.perf_counter()
-        rows = [scorer.row(values) for values in body.inputs]
-        predictions = [m.InputPrediction(index=i, **vars(scorer.predict(row))) for i, row in enumerate(rows)]
-        return m.InferenceResponse(
-            model_name=scorer.model_name,
-            model_version=str(scorer.model_version),
-            predictions=predictions,
-            inference_time_ms=round((time.perf_counter() - started) * 1000, 3),
-        )
+        return await run_in_threadpool(_inference, svc, body)
 
     @router.get("/score/{entity_id}", response_model=m.EntityScore, summary="Score one entity from the online store")
-    def score_one(entity_id: str = PathParam(max_length=64)) -> m.EntityScore:
+    async def score_one(entity_id: str = PathParam(max_length=64)) -> Response:
         """Apply the default model to the entity's materialized online features."""
-        return m.EntityScore(**asdict(svc.online().score(entity_id)))
+        return await run_in_threadpool(lambda: _json(_entity_score(svc.online().score(entity_id))))
 
     @router.get(
         "/score",
@@ -168,17 +166,46 @@ def _scoring_router(svc: AsgardService) -> APIRouter:
         "composite key (`GET /score?account_id=1001` for a single one); a missing or unknown column is a 422 "
         "naming the entity's keys, an entity without online features a 404 naming its key values.",
     )
-    def score_by_key(request: Request) -> m.EntityScore:
+    async def score_by_key(request: Request) -> Response:
         """Apply the default model to the online features of the entity the query parameters name."""
-        return m.EntityScore(**asdict(svc.online().score(_key_params(request))))
+        key = _key_params(request)
+        return await run_in_threadpool(lambda: _json(_entity_score(svc.online().score(key))))
 
     @router.post("/score", response_model=m.ScoreResponse, summary="Score entities by key from the online store")
-    def score_many(body: m.ScoreRequest) -> m.ScoreResponse:
+    async def score_many(body: m.ScoreRequest) -> Response:
         """Each id's online features scored by the named model (default: the server's), in request order."""
-        scorer = svc.online(body.model_name, body.model_alias, body.model_version)
-        return m.ScoreResponse(scores=[m.EntityScore(**asdict(scorer.score(i))) for i in body.entity_ids])
+
+        def run() -> Response:
+            scorer = svc.online(body.model_name, body.model_alias, body.model_version)
+            return _json(m.ScoreResponse(scores=[_entity_score(scorer.score(i)) for i in body.entity_ids]))
+
+        return await run_in_threadpool(run)
 
     return router
+
+
+def _json(model: BaseModel) -> Response:
+    """Answer the response model as JSON, serialized once by pydantic (FastAPI passes a ``Response`` as is)."""
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
+def _entity_score(score: Score) -> m.EntityScore:
+    return m.EntityScore.model_validate(score, from_attributes=True)
+
+
+def _inference(svc: AsgardService, body: m.InferenceRequest) -> Response:
+    scorer = svc.model(body.model_name, body.model_alias, body.model_version)
+    started = time.perf_counter()
+    rows = [scorer.row(values) for values in body.inputs]
+    predictions = [m.InputPrediction(index=i, **vars(scorer.predict(row))) for i, row in enumerate(rows)]
+    return _json(
+        m.InferenceResponse(
+            model_name=scorer.model_name,
+            model_version=str(scorer.model_version),
+            predictions=predictions,
+            inference_time_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+    )
 
 
 def _key_params(request: Request) -> dict[str, str]:
