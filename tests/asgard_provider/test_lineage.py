@@ -168,6 +168,7 @@ def test_ml_stages_chain_gold_to_features_to_model_to_predictions(ml_home: Path)
 def test_spark_application_reports_the_driver_lineage_and_its_spark_ui(pg_catalog: str, cluster: FakeCluster) -> None:
     import pyarrow as pa
 
+    from asgard_provider.engines import wap
     from asgard_provider.hooks.iceberg import IcebergHook
     from asgard_provider.kubernetes import RESULT_MARKER
     from asgard_provider.links import SPARK_UI_XCOM
@@ -176,7 +177,13 @@ def test_spark_application_reports_the_driver_lineage_and_its_spark_ui(pg_catalo
     hook.write("bronze.events", [pa.table({"id": [1, 2, 3], "name": ["a", "b", "c"]})])
     op = operator()
     submit(op, context(op))
-    hook.write("silver.events", [pa.table({"id": [1, 2], "name": ["A", "B"]})])
+    # what the driver writes: output and quarantine on the run's branch, which the task publishes
+    branch = wap.run_branch("manual__1")
+    hook.write("silver.events", [pa.table({"id": [1, 2], "name": ["A", "B"]})], branch=branch)
+    hook.write("silver.events_quarantine", [pa.table({"id": [3], "name": ["c"]})], branch=branch)
+    tables = ("silver.events", "silver.events_quarantine")
+    staged = [wap.branch_snapshot(hook.load_table(name), branch) for name in tables]
+    assert all(hook.load_table(name).current_snapshot().snapshot_id not in staged for name in tables)
     cluster.pod_phase, cluster.app_state = "Succeeded", "COMPLETED"
 
     def application(**kw: object) -> dict:
@@ -205,5 +212,6 @@ def test_spark_application_reports_the_driver_lineage_and_its_spark_ui(pg_catalo
     assert [(f.name, f.type) for f in read.facets["schema"].fields] == [("id", "long"), ("name", "string")]
     written = [(d.name, d.outputFacets["outputStatistics"].rowCount) for d in lineage.outputs]
     assert written == [("silver.events", 2), ("silver.events_quarantine", 1)]
-    assert "schema" not in lineage.outputs[1].facets  # the quarantine table was never written here
+    # main of both moved to what the driver staged when the task published
+    assert [hook.load_table(name).current_snapshot().snapshot_id for name in tables] == staged
     ctx["ti"].xcom_push.assert_any_call(key=SPARK_UI_XCOM, value="http://spark.example.com/asgard-jobs/clean-events")
