@@ -105,7 +105,7 @@ def children_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
-def _tree_rss_kib(pid: int) -> int:
+def tree_rss_kib(pid: int) -> int:
     """Current RSS of ``pid`` and all its descendants (KiB), from /proc."""
     total = 0
     stack = [pid]
@@ -143,7 +143,7 @@ class RssTimeline:
     def _loop(self) -> None:
         pid = os.getpid()
         while not self._stop.is_set():
-            self.samples.append((time.time(), _tree_rss_kib(pid) / 1024))
+            self.samples.append((time.time(), tree_rss_kib(pid) / 1024))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> RssTimeline:
@@ -176,7 +176,7 @@ def tree_peak_rss(interval: float = 0.1) -> Iterator[dict[str, float]]:
 
     def sample() -> None:
         while not stop.is_set():
-            out["peak_mib"] = max(out["peak_mib"], _tree_rss_kib(pid) / 1024)
+            out["peak_mib"] = max(out["peak_mib"], tree_rss_kib(pid) / 1024)
             stop.wait(interval)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -186,7 +186,7 @@ def tree_peak_rss(interval: float = 0.1) -> Iterator[dict[str, float]]:
     finally:
         stop.set()
         thread.join()
-        out["peak_mib"] = max(out["peak_mib"], _tree_rss_kib(pid) / 1024)
+        out["peak_mib"] = max(out["peak_mib"], tree_rss_kib(pid) / 1024)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -7,14 +7,61 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import requests
-from _common import PYTHON, REPO, isolated_env
+from _common import PYTHON, REPO, isolated_env, tree_rss_kib
 
 PASSWORD = "bench-admin"
+#: Process title of a task's process under Airflow 3's supervisor, followed by the task instance's id.
+TASK_TITLE = "airflow worker -- "
+
+
+class TaskRss:
+    """Sample every task process (and its children: Spark JVM, training script, dbt) for its peak RSS.
+
+    Each task instance runs in its own process titled ``airflow worker -- <task instance id>``; the peak (MiB)
+    per id is what that task alone used, with nothing left over from earlier tasks.
+    """
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.peaks: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _tasks(self) -> dict[int, str]:
+        found = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    title = fh.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            words = title[len(TASK_TITLE) :].split() if title.startswith(TASK_TITLE) else []
+            if words and not words[0].startswith("LocalExecutor"):  # the executor's own workers say LocalExecutor:
+                found[int(entry)] = words[0]
+        return found
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for pid, ti_id in self._tasks().items():
+                mib = tree_rss_kib(pid) / 1024
+                self.peaks[ti_id] = max(self.peaks.get(ti_id, 0.0), mib)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> TaskRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _free_port() -> int:
@@ -96,9 +143,18 @@ def _time_scheduled_run(url: str, launcher_log: Path, logs: Path) -> dict[str, A
         runs = (api("GET", "/dags/customer_churn/dagRuns") or {}).get("dag_runs", [])
         return bool(runs) and runs[0]["state"] in ("success", "failed")
 
-    _wait(finished, 7200, "the scheduled run", logs)
+    with TaskRss() as rss:
+        _wait(finished, 7200, "the scheduled run", logs)
     wall = time.monotonic() - unpaused
     run = api("GET", "/dags/customer_churn/dagRuns")["dag_runs"][0]
     tis = api("GET", f"/dags/customer_churn/dagRuns/{run['dag_run_id']}/taskInstances?limit=200")["task_instances"]
-    tasks = [{"task_id": t["task_id"], "state": t["state"], "duration": t["duration"]} for t in tis]
+    tasks = [
+        {
+            "task_id": t["task_id"],
+            "state": t["state"],
+            "duration": t["duration"],
+            "peak_rss_mib": rss.peaks.get(t["id"]),
+        }
+        for t in tis
+    ]
     return {"state": run["state"], "wall_s": wall, "dag_visible_s": visible_s, "tasks": tasks}

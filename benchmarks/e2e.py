@@ -262,11 +262,15 @@ def report_scheduler(res: dict) -> None:
         return
     dags_test = {t["task_id"]: t["duration"] or 0.0 for t in res["dag"]["tasks"]}
     rows = [
-        [t["task_id"], dags_test.get(t["task_id"], 0.0), t["duration"] or 0.0, t["state"]]
+        [t["task_id"], dags_test.get(t["task_id"], 0.0), t["duration"] or 0.0, t.get("peak_rss_mib"), t["state"]]
         for t in sorted(sched["tasks"], key=lambda t: t["task_id"])
     ]
     print(f"\n### under the scheduler (LocalExecutor, PostgreSQL metadata DB; {load_average()})\n")
-    print(table(["task", "dags test s", "scheduler s", "state"], rows))
+    print(table(["task", "dags test s", "scheduler s", "peak RSS MiB (task process tree)", "state"], rows))
+    peak = max(sched["tasks"], key=lambda t: t.get("peak_rss_mib") or 0.0)
+    if peak.get("peak_rss_mib"):
+        gib = peak["peak_rss_mib"] / 1024
+        print(f"\nhighest task peak RSS under the scheduler: {peak['task_id']} {gib:.2f} GiB (target <= 3 GiB)")
     wall, dag_wall = sched["wall_s"], res["process_wall_s"]
     line = (
         f"\nscheduler run {wall:.1f}s (unpause -> run finished; DAG visible {sched['dag_visible_s']:.0f}s after start) "
