@@ -18,17 +18,19 @@ failing script registers nothing. The full contract is in docs/ml.md.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from asgard_provider.exceptions import TrainingError
+from asgard_provider.exceptions import FeatureStoreError, TrainingError
+
+if TYPE_CHECKING:
+    from asgard_provider.engines.feature_batches import ViewSource
 
 #: Environment variable naming the context file.
 CONTEXT_ENV = "ASGARD_TRAINING_CONTEXT"
@@ -45,13 +47,8 @@ PROFILE_ARTIFACT = "asgard/reference_profile.json"
 #: Default share of entities held out by :meth:`TrainingContext.split`.
 HOLDOUT_FRACTION = 0.2
 
-
-@dataclass(frozen=True)
-class FeatureSnapshot:
-    """The Iceberg snapshot of a feature view's source table a pinned training reads (``train.as_of_tag``)."""
-
-    table: str
-    snapshot_id: int
+#: Row id column the point-in-time join matches entity rows by (dropped from the training frame).
+_ROW_ID = "__asgard_row"
 
 
 @dataclass(frozen=True)
@@ -79,8 +76,11 @@ class TrainingContext:
     row_filter: str | None = None
     #: Iceberg tag the run trains on (``train.as_of_tag``; ``None``: the tables as they are).
     as_of_tag: str | None = None
-    #: Feature view -> ``{"table", "snapshot_id"}`` of its source read for the features (empty: current data).
-    feature_snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Feature view -> Iceberg snapshot id of its source table read for the features (empty: current data).
+    feature_snapshots: dict[str, int] = field(default_factory=dict)
+    #: Every feature view the features come from, as :meth:`ViewSource.to_dict
+    #: <asgard_provider.engines.feature_batches.ViewSource.to_dict>` describes it (table, keys, timestamp, TTL).
+    views: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_env(cls) -> TrainingContext:
@@ -143,70 +143,72 @@ class TrainingContext:
         return frame[[*self.keys, EVENT_TIMESTAMP, self.label_column]]
 
     def training_frame(self) -> Any:
-        """:meth:`entity_df` joined point-in-time with the features, sorted by timestamp and entity key."""
+        """:meth:`entity_df` joined point-in-time with the features, sorted by timestamp and entity key.
+
+        Each row gets each view's latest values at or before its ``event_timestamp`` and within the view's TTL
+        (else nulls), as Feast's ``get_historical_features`` gives them, from a bounded DuckDB join
+        (:class:`~asgard_provider.engines.feature_batches.PointInTimeJoin`) that reads only the needed columns of
+        each view's Iceberg table (at its pinned snapshot under ``as_of_tag``). Feast is not imported.
+        """
+        from asgard_provider.engines.feature_batches import PointInTimeJoin
+
         entities = self.entity_df()
         if entities.empty:
             raise TrainingError(f"{self.label_table} has no rows with a non-null {self.label_column!r}")
+        views = self._view_sources()
+        unpinned = [view.name for view in views if view.name not in self.feature_snapshots]
+        if self.feature_snapshots and unpinned:
+            raise TrainingError(
+                f"feature view(s) {', '.join(unpinned)} have no pinned snapshot (as_of_tag {self.as_of_tag})"
+            )
+        rows = entities.assign(**{_ROW_ID: range(len(entities))})
         try:
-            if self.feature_snapshots:
-                frame = self._pinned_features(entities)
-            else:
-                frame = self.feature_store().get_historical_features(entity_df=entities, features=self.features).to_df()
-        except TrainingError:
-            raise
+            with PointInTimeJoin(self._catalog(), views, _ROW_ID, EVENT_TIMESTAMP, self.feature_snapshots) as join:
+                features = join.fetch_arrow(rows).to_pandas()
         except Exception as exc:
-            raise TrainingError(f"Feast historical retrieval of {self.features} failed: {exc}") from exc
+            read = ", ".join(f"{view.name} ({view.table})" for view in views)
+            raise TrainingError(f"point-in-time join of feature view(s) {read} failed: {exc}") from exc
+        frame = rows.merge(features, on=_ROW_ID, how="left", validate="one_to_one").drop(columns=_ROW_ID)
         return frame.sort_values([EVENT_TIMESTAMP, *self.keys], ignore_index=True)
+
+    def _view_sources(self) -> list[ViewSource]:
+        """Return each view's :class:`~asgard_provider.engines.feature_batches.ViewSource`, with the requested features.
+
+        They come from :attr:`views`; a context without them (written by hand) resolves them in the Feast registry.
+        """
+        from asgard_provider.engines.feature_batches import ViewSource, view_sources
+
+        try:
+            if not self.views:
+                return view_sources(self.feature_store(), self.features)
+            known = {view.name: view for view in map(ViewSource.from_dict, self.views)}
+        except FeatureStoreError as exc:
+            raise TrainingError(f"feature views of {self.features}: {exc}") from exc
+        wanted: dict[str, list[str]] = {}
+        for ref in self.features:
+            name, _, feature = ref.partition(":")
+            view = known.get(name)
+            if view is None:
+                raise TrainingError(f"feature ref {ref!r}: view {name!r} is not among the context's views")
+            if feature not in view.features:
+                raise TrainingError(f"feature ref {ref!r}: view {name!r} ({view.table}) has no feature {feature!r}")
+            wanted.setdefault(name, []).append(feature)
+        return [replace(known[name], features=tuple(features)) for name, features in wanted.items()]
+
+    def _catalog(self) -> Any:
+        """Open the pipeline's Iceberg catalog."""
+        from pyiceberg.catalog import load_catalog
+
+        from asgard_provider.catalog import CATALOG_NAME, CatalogSettings
+
+        settings = CatalogSettings.from_dict(self.catalog)
+        return load_catalog(CATALOG_NAME, **settings.pyiceberg_properties())
 
     def _table(self, name: str) -> Any:
         """Load Iceberg table ``name`` through the pipeline's catalog."""
-        from pyiceberg.catalog import load_catalog
+        from asgard_provider.catalog import split_table_name
 
-        from asgard_provider.catalog import CATALOG_NAME, CatalogSettings, split_table_name
-
-        settings = CatalogSettings.from_dict(self.catalog)
-        return load_catalog(CATALOG_NAME, **settings.pyiceberg_properties()).load_table(split_table_name(name))
-
-    def _pinned_features(self, entities: Any) -> Any:
-        """Feast's point-in-time join of ``entities`` with each view's source read at its pinned snapshot.
-
-        Feast's Iceberg source always reads the current snapshot, so each registered view is copied with its
-        source replaced by a Parquet file of the pinned snapshot and the offline store joins those copies:
-        same views, TTLs and join semantics, older data.
-        """
-        import pyarrow.parquet as pq
-        from feast import FileSource
-        from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
-
-        store = self.feature_store()
-        with tempfile.TemporaryDirectory(prefix="asgard-pinned-") as tmp:
-            views = []
-            for name in sorted({ref.split(":", 1)[0] for ref in self.features}):
-                pin = self.feature_snapshots.get(name)
-                if pin is None:
-                    raise TrainingError(f"feature view {name} has no pinned snapshot (as_of_tag {self.as_of_tag})")
-                path = Path(tmp) / f"{name}.parquet"
-                pq.write_table(self._table(pin["table"]).scan(snapshot_id=int(pin["snapshot_id"])).to_arrow(), path)
-                view = copy.copy(store.get_feature_view(name))
-                source = view.batch_source
-                view.batch_source = FileSource(
-                    name=f"{source.name}_at_{pin['snapshot_id']}",
-                    path=str(path),
-                    timestamp_field=source.timestamp_field,
-                    created_timestamp_column=source.created_timestamp_column,
-                    field_mapping=source.field_mapping,
-                )
-                views.append(view)
-            job = get_offline_store_from_config(store.config.offline_store).get_historical_features(
-                config=store.config,
-                feature_views=views,
-                feature_refs=self.features,
-                entity_df=entities,
-                registry=store.registry,
-                project=store.project,
-                full_feature_names=False,
-            )
-            return job.to_df()
+        return self._catalog().load_table(split_table_name(name))
 
     def check_model(self, model: Any) -> None:
         """Raise :class:`~asgard_provider.exceptions.ModelTaskError` unless ``model`` fits :attr:`task`.

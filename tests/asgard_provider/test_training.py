@@ -176,7 +176,7 @@ def test_a_tagged_training_set_is_the_tagged_snapshots_rows_not_newer_ones(asgar
     )
     write_customer_metrics(pa.concat_tables([changed, newer]))
     register_operator(materialize=False).execute(run_context())
-    pin = {FEATURE_VIEW: {"table": "gold.customer_metrics", "snapshot_id": tagged}}
+    pin = {FEATURE_VIEW: tagged}
 
     frame = _context(label_snapshot_id=tagged, feature_snapshots=pin, as_of_tag="release_1").training_frame()
     labels_only = _context(label_snapshot_id=tagged).training_frame()

@@ -9,7 +9,7 @@ results come back as record batches of a given size.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -56,13 +56,19 @@ def bounded_duckdb(memory_limit: str = DUCKDB_MEMORY_LIMIT, threads: int = DUCKD
             con.close()
 
 
-def scan_batches(catalog: Any, table_name: str, columns: Sequence[str]) -> pa.RecordBatchReader:
-    """Stream ``columns`` of an Iceberg table as Arrow record batches (file by file)."""
+def scan_batches(
+    catalog: Any, table_name: str, columns: Sequence[str], snapshot_id: int | None = None
+) -> pa.RecordBatchReader:
+    """Stream ``columns`` of an Iceberg table (at ``snapshot_id``; ``None``: current) as Arrow record batches."""
+    at = "" if snapshot_id is None else f" at snapshot {snapshot_id}"
     try:
         table = load_table(catalog, table_name)
-        return table.scan(selected_fields=tuple(dict.fromkeys(columns))).to_arrow_batch_reader()
+        if snapshot_id is not None and table.snapshot_by_id(snapshot_id) is None:
+            raise ValueError(f"no snapshot {snapshot_id} (expired, or of another table)")
+        scan = table.scan(selected_fields=tuple(dict.fromkeys(columns)), snapshot_id=snapshot_id)
+        return scan.to_arrow_batch_reader()
     except (CatalogError, ValueError) as exc:
-        raise FeatureStoreError(f"cannot read {', '.join(columns)} from Iceberg table {table_name}: {exc}") from exc
+        raise FeatureStoreError(f"cannot read {', '.join(columns)} from Iceberg table {table_name}{at}: {exc}") from exc
 
 
 def latest_rows(
@@ -105,6 +111,34 @@ class ViewSource:
     ttl: timedelta | None
     features: tuple[str, ...]
 
+    def to_dict(self) -> dict[str, Any]:
+        """Return the view as JSON-able values (the TTL in seconds), as a pod spec or a training context holds it."""
+        ttl = None if self.ttl is None else self.ttl.total_seconds()
+        return {
+            "name": self.name,
+            "table": self.table,
+            "keys": list(self.keys),
+            "timestamp_field": self.timestamp_field,
+            "ttl_seconds": ttl,
+            "features": list(self.features),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ViewSource:
+        """Inverse of :meth:`to_dict`; raise :class:`FeatureStoreError` naming what is missing."""
+        try:
+            ttl = data["ttl_seconds"]
+            return cls(
+                name=str(data["name"]),
+                table=str(data["table"]),
+                keys=tuple(data["keys"]),
+                timestamp_field=str(data["timestamp_field"]),
+                ttl=None if ttl is None or float(ttl) <= 0 else timedelta(seconds=float(ttl)),
+                features=tuple(data["features"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FeatureStoreError(f"invalid feature view description {dict(data)!r}: {exc!r}") from exc
+
 
 def view_sources(feast_store: Any, refs: Sequence[str]) -> list[ViewSource]:
     """Resolve ``view:feature`` refs against the Feast registry into one :class:`ViewSource` per view."""
@@ -138,15 +172,25 @@ class PointInTimeJoin:
 
     Each entity row gets each view's latest values at or before its ``event_timestamp`` and within the view's
     TTL (else nulls). The views' tables are streamed once into a bounded scratch database
-    (:func:`bounded_duckdb`); :meth:`fetch` then joins one batch of entity rows at a time. Use as a context manager.
+    (:func:`bounded_duckdb`), each at its snapshot in ``snapshots`` (view name -> Iceberg snapshot id; a view not
+    there: the current snapshot); :meth:`fetch` then joins one batch of entity rows at a time. Use as a context
+    manager.
     """
 
-    def __init__(self, catalog: Any, views: Sequence[ViewSource], row_id: str, event_timestamp: str) -> None:
+    def __init__(
+        self,
+        catalog: Any,
+        views: Sequence[ViewSource],
+        row_id: str,
+        event_timestamp: str,
+        snapshots: Mapping[str, int] | None = None,
+    ) -> None:
         names = [f for v in views for f in v.features]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise FeatureStoreError(f"feature(s) {', '.join(twice)} come from more than one feature view")
         self.catalog, self.views, self.row_id, self.event_timestamp = catalog, list(views), row_id, event_timestamp
+        self.snapshots = dict(snapshots or {})
         self._con: Any = None
         self._stack: Any = None
 
@@ -167,7 +211,11 @@ class PointInTimeJoin:
         self._con = self._stack = None
 
     def _load(self, name: str, view: ViewSource) -> None:
-        reader = scan_batches(self.catalog, view.table, [*view.keys, view.timestamp_field, *view.features])
+        columns = [*view.keys, view.timestamp_field, *view.features]
+        try:
+            reader = scan_batches(self.catalog, view.table, columns, self.snapshots.get(view.name))
+        except FeatureStoreError as exc:
+            raise FeatureStoreError(f"feature view {view.name!r}: {exc}") from exc
         self._con.register("view_rows", reader)
         ts = quote(view.timestamp_field)
         picked = ", ".join([*map(quote, view.keys), *map(quote, view.features), f"CAST({ts} AS TIMESTAMPTZ) AS {_TS}"])
@@ -176,6 +224,13 @@ class PointInTimeJoin:
 
     def fetch(self, entities: Any) -> Any:
         """Join every view onto ``entities`` (a frame with the keys, the event timestamp and the row id)."""
+        return self._joined(entities, lambda result: result.df())
+
+    def fetch_arrow(self, entities: Any) -> pa.Table:
+        """:meth:`fetch` as an Arrow table (its ``to_pandas()`` types features as Feast's retrieval does)."""
+        return self._joined(entities, lambda result: result.fetch_arrow_table())
+
+    def _joined(self, entities: Any, collect: Callable[[Any], Any]) -> Any:
         if self._con is None:
             raise FeatureStoreError("PointInTimeJoin.fetch outside its with block")
         missing = sorted({k for v in self.views for k in v.keys} - set(entities.columns))
@@ -194,6 +249,6 @@ class PointInTimeJoin:
         self._con.register("entity_rows", frame)
         try:
             sql = f"SELECT {', '.join(columns)} FROM entity_rows AS e {' '.join(joins)}"  # noqa: S608
-            return self._con.execute(sql, params).df()
+            return collect(self._con.execute(sql, params))
         finally:
             self._con.unregister("entity_rows")

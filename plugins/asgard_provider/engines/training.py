@@ -31,13 +31,21 @@ from typing import Any
 from asgard_provider import evaluation
 from asgard_provider.child_env import child_env, store_credentials
 from asgard_provider.engines import iceberg_tables, wap
+from asgard_provider.engines.feature_batches import ViewSource, view_sources
 from asgard_provider.engines.mlflow_store import MLflowStore
 from asgard_provider.engines.monitoring import PREDICTION_PROFILE_ARTIFACT, prediction_profiles
 from asgard_provider.engines.stores import FeastStore, Stores, open_catalog
-from asgard_provider.exceptions import AsgardError, CatalogError, ModelTaskError, PathEscapeError, TrainingError
+from asgard_provider.exceptions import (
+    AsgardError,
+    CatalogError,
+    FeatureStoreError,
+    ModelTaskError,
+    PathEscapeError,
+    TrainingError,
+)
 from asgard_provider.paths import contained
 from asgard_provider.settings import asgard_home, include_dir
-from asgard_provider.training import CONTEXT_ENV, HOLDOUT_ARTIFACT, FeatureSnapshot, TrainingContext
+from asgard_provider.training import CONTEXT_ENV, HOLDOUT_ARTIFACT, TrainingContext
 
 _LOG = logging.getLogger(__name__)
 
@@ -91,6 +99,8 @@ class TrainingSpec:
     ``where`` names the config in errors (``include/pipelines/<dag>.yaml``); ``task_id`` names the task;
     ``run_tags`` (DAG, run, task...) are set on the MLflow run. ``timeout`` is in seconds (``None``: no limit).
     ``hyperparameters`` (the script's ``ctx.params``) may be a JSON object's text, e.g. a rendered template.
+    ``feature_views`` describe the views the features come from (:meth:`ViewSource.to_dict`, the factory passes
+    the pipeline's); a view not described is looked up in the Feast registry.
     """
 
     script: str
@@ -110,7 +120,7 @@ class TrainingSpec:
     model_artifact_path: str = "model"
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
-    feature_sources: Mapping[str, str] = field(default_factory=dict)
+    feature_views: tuple[Mapping[str, Any], ...] = ()
     include_dir: str | None = None
     python: str | None = None
     timeout: float | None = None
@@ -241,7 +251,8 @@ class Trainer:
         spec = self.spec
         script, params = self._checked()
         with self.timings.step("input_snapshots"):
-            label_snapshot, inputs, pins = self._input_snapshots()
+            views = self._views()
+            label_snapshot, inputs, pins = self._input_snapshots(views)
         with self.timings.step("create_run"):
             started = self._create_run(script, label_snapshot, inputs)
         if on_started is not None:
@@ -249,7 +260,8 @@ class Trainer:
         run_id = started.run_id
         try:
             with tempfile.TemporaryDirectory(prefix="asgard-train-") as workdir:
-                ctx_file = self._context(label_snapshot, params, pins).write(Path(workdir) / "training_context.json")
+                context = self._context(label_snapshot, params, pins, views)
+                ctx_file = context.write(Path(workdir) / "training_context.json")
                 with self.timings.step("script"):
                     threading.Thread(target=_import_quietly, args=(AFTER_SCRIPT_IMPORTS,), daemon=True).start()
                     self._run_script(script, run_id, ctx_file, Path(workdir))
@@ -316,7 +328,18 @@ class Trainer:
             raise ModelTaskError(f"{exc} ({spec.where}; script {spec.script}, task {spec.task_id})") from None
         return model
 
-    def _input_snapshots(self) -> tuple[int, dict[str, int | None], dict[str, FeatureSnapshot]]:
+    def _views(self) -> list[ViewSource]:
+        """Return the views the features come from: the spec's descriptions (no Feast import), else the registry's."""
+        spec = self.spec
+        try:
+            given = {view.name: view for view in map(ViewSource.from_dict, spec.feature_views)}
+            if all(name in given for name in spec.views):
+                return [given[name] for name in dict.fromkeys(ref.split(":", 1)[0] for ref in spec.features)]
+            return view_sources(FeastStore(self.stores.feast, self.stores.catalog).store, spec.features)
+        except FeatureStoreError as exc:
+            raise TrainingError(f"task {spec.task_id} ({spec.where}): {exc}") from exc
+
+    def _input_snapshots(self, views: list[ViewSource]) -> tuple[int, dict[str, int | None], dict[str, int]]:
         """Return the label snapshot pinned for the script, every input table's snapshot and the pinned features.
 
         Without ``as_of_tag`` the label table's current snapshot is pinned and the features are read as they are
@@ -330,19 +353,18 @@ class Trainer:
             raise TrainingError(f"label table {spec.label_table} of task {spec.task_id} is unavailable: {exc}") from exc
         if spec.as_of_tag:
             label_snapshot = self._tagged(table, spec.label_table)
-            pins = self._tagged_features(catalog)
-            inputs: dict[str, int | None] = {pin.table: pin.snapshot_id for pin in pins.values()}
+            pins = self._tagged_features(catalog, views)
+            inputs: dict[str, int | None] = {view.table: pins[view.name] for view in views}
             return label_snapshot, {**inputs, spec.label_table: label_snapshot}, pins
         snapshot = table.current_snapshot()
         if snapshot is None:
             raise TrainingError(f"label table {spec.label_table} of task {spec.task_id} has no snapshot (no data)")
         inputs = {spec.label_table: snapshot.snapshot_id}
         try:
-            for source in self._feature_source_tables().values():
-                if source not in inputs:
-                    current = iceberg_tables.load_table(catalog, source).current_snapshot()
-                    inputs[source] = current.snapshot_id if current is not None else None
-        except Exception as exc:  # lineage detail; the script's own Feast call reports real problems
+            for source in {view.table for view in views} - set(inputs):
+                current = iceberg_tables.load_table(catalog, source).current_snapshot()
+                inputs[source] = current.snapshot_id if current is not None else None
+        except Exception as exc:  # lineage detail; the script's own read reports real problems
             self.log.warning("could not resolve the feature views' source snapshots: %s", exc)
         return snapshot.snapshot_id, inputs, {}
 
@@ -354,32 +376,21 @@ class Trainer:
         except CatalogError as exc:
             raise TrainingError(f"train.as_of_tag in {spec.where} (task {spec.task_id}): {exc}") from None
 
-    def _tagged_features(self, catalog: Any) -> dict[str, FeatureSnapshot]:
-        """Pin every feature view to its source table's ``as_of_tag`` snapshot."""
-        sources = self._feature_source_tables()
-        missing = [view for view in self.spec.views if view not in sources]
-        if missing:
-            raise TrainingError(f"train.as_of_tag: no source table known for feature view(s) {', '.join(missing)}")
+    def _tagged_features(self, catalog: Any, views: list[ViewSource]) -> dict[str, int]:
+        """Pin every feature view to its source table's ``as_of_tag`` snapshot (view name -> snapshot id)."""
         pins = {}
-        for view, source in sources.items():
+        for view in views:
             try:
-                table = iceberg_tables.load_table(catalog, source)
+                table = iceberg_tables.load_table(catalog, view.table)
             except AsgardError as exc:
-                raise TrainingError(f"source table {source} of feature view {view} is unavailable: {exc}") from exc
-            pins[view] = FeatureSnapshot(source, self._tagged(table, source))
+                raise TrainingError(
+                    f"source table {view.table} of feature view {view.name} is unavailable: {exc}"
+                ) from exc
+            pins[view.name] = self._tagged(table, view.table)
         return pins
 
-    def _feature_source_tables(self) -> dict[str, str]:
-        """Iceberg table behind each feature view: from the pipeline (no Feast import), else the Feast registry."""
-        sources = self.spec.feature_sources
-        if all(view in sources for view in self.spec.views):
-            return {view: sources[view] for view in self.spec.views}
-        store = FeastStore(self.stores.feast, self.stores.catalog).store
-        tagged = {view: store.get_feature_view(view).tags.get("asgard.source_table") for view in self.spec.views}
-        return {view: table for view, table in tagged.items() if table}
-
     def _context(
-        self, label_snapshot_id: int | None, params: dict[str, Any], pins: Mapping[str, FeatureSnapshot]
+        self, label_snapshot_id: int | None, params: dict[str, Any], pins: Mapping[str, int], views: list[ViewSource]
     ) -> TrainingContext:
         spec = self.spec
         return TrainingContext(
@@ -399,7 +410,8 @@ class Trainer:
             task=spec.task,
             row_filter=spec.row_filter,
             as_of_tag=spec.as_of_tag,
-            feature_snapshots={view: asdict(pin) for view, pin in pins.items()},
+            feature_snapshots=dict(pins),
+            views=[view.to_dict() for view in views],
         )
 
     def _run_script(self, script: Path, run_id: str, ctx_file: Path, workdir: Path) -> None:

@@ -6,7 +6,7 @@ The work is :mod:`asgard_provider.engines.training`'s; the operator turns the ta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -85,8 +85,10 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
     :param max_metrics: ceilings such as ``{"mae": 12.5}``: the metric must be known and at most that value.
     :param compare_metric: holdout metric the new model must match or beat the champion on (one of the task's
         :data:`asgard_provider.evaluation.METRICS`; ``None``: the task's default).
-    :param feature_sources: Iceberg source table per feature view (the factory passes the pipeline's), recorded
-        as input snapshots without opening the Feast registry in the task; views not listed are looked up there.
+    :param feature_views: each feature view the features come from, as
+        :meth:`~asgard_provider.engines.feature_batches.ViewSource.to_dict` describes it (the factory passes the
+        pipeline's): the script's point-in-time join and the input snapshots read them without opening the Feast
+        registry; if a view is not described, all are looked up there.
     :param compare_with_champion: ``False`` promotes on ``min_metrics`` alone (e.g. after a feature-set change
         the old champion cannot score the new holdout).
     :param timeout: seconds (or timedelta) the script may run; ``None`` relies on ``execution_timeout``.
@@ -131,7 +133,7 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
         python: str | None = None,
         timeout: float | timedelta | None = None,
         mlflow_conn_id: str = MLflowHook.default_conn_name,
-        feature_sources: dict[str, str] | None = None,
+        feature_views: Sequence[Mapping[str, Any]] = (),
         feast_conn_id: str = FeastHook.default_conn_name,
         iceberg_conn_id: str = IcebergHook.default_conn_name,
         row_filter: str | None = None,
@@ -162,7 +164,7 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
         self.python = python
         self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         self.mlflow_conn_id = mlflow_conn_id
-        self.feature_sources = dict(feature_sources or {})
+        self.feature_views = [dict(view) for view in feature_views]
         self.feast_conn_id = feast_conn_id
         self.iceberg_conn_id = iceberg_conn_id
         self.row_filter = row_filter  # train on these label rows only (one model per partition value)
@@ -194,7 +196,7 @@ class MLflowTrainOperator(LineageMixin, BaseOperator):
             model_artifact_path=self.model_artifact_path,
             champion_alias=self.champion_alias,
             challenger_alias=self.challenger_alias,
-            feature_sources=self.feature_sources,
+            feature_views=tuple(self.feature_views),
             include_dir=self.include_dir,
             python=self.python,
             timeout=self.timeout,

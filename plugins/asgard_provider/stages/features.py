@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
@@ -19,6 +20,9 @@ from asgard_provider.stages.base import (
     TableName,
     Write,
 )
+
+if TYPE_CHECKING:
+    from asgard_provider.engines.feature_batches import ViewSource
 
 REGISTER_TASK = "register_features"
 MATERIALIZE_TASK = "materialize_features"
@@ -83,6 +87,14 @@ class FeaturesStage(StageModel):
     def feature_refs(self) -> list[str]:
         """``<feature_view>:<feature>`` of every feature, as training and scoring request them."""
         return [f"{self.feature_view}:{feature.name}" for feature in self.features]
+
+    def view_source(self) -> ViewSource:
+        """Describe the view as a point-in-time join reads it (what the Feast registry holds, without opening it)."""
+        from asgard_provider.engines.feature_batches import ViewSource
+
+        features = tuple(feature.name for feature in self.features)
+        ttl = timedelta(days=self.ttl_days)
+        return ViewSource(self.feature_view, self.source_table, tuple(self.keys), self.timestamp_field, ttl, features)
 
     @property
     def register_task(self) -> str:

@@ -292,7 +292,7 @@ def _train_task(stage: TrainStage, views: list[FeaturesStage], one: Model) -> An
         experiment_name=stage.experiment,
         registered_model_name=one.registered_model,
         features=feature_refs(views),
-        feature_sources={view.feature_view: view.source_table for view in views},
+        feature_views=[view.view_source().to_dict() for view in views],
         label_table=stage.label_table,
         label_column=stage.label_column,
         entity_key=entity.keys,

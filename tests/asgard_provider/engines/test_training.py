@@ -21,6 +21,7 @@ import pytest
 
 from asgard_provider.catalog import CatalogSettings
 from asgard_provider.engines import wap
+from asgard_provider.engines.feature_batches import ViewSource
 from asgard_provider.engines.iceberg_tables import write_batches
 from asgard_provider.engines.mlflow_store import MLflowStore
 from asgard_provider.engines.stores import FeastSettings, MLflowSettings, Stores, open_catalog
@@ -31,20 +32,18 @@ from asgard_provider.kubernetes import encode_spec
 MODEL = "tiny_model"
 LABELS = "gold.tiny_labels"
 
-#: A complete training script: reads the pinned label snapshot, fits, logs metrics, holdout and model.
+#: A complete training script: reads its training frame (the pinned labels joined point-in-time with the
+#: features, without importing Feast), fits, logs metrics, holdout and model.
 SCRIPT = """
+import sys
 import mlflow, mlflow.sklearn
-from pyiceberg.catalog import load_catalog
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from asgard_provider.catalog import CATALOG_NAME, CatalogSettings
 from asgard_provider.training import TrainingContext
 
 ctx = TrainingContext.from_env()
-props = CatalogSettings.from_dict(ctx.catalog).pyiceberg_properties()
-table = load_catalog(CATALOG_NAME, **props).load_table(ctx.label_table)
-frame = table.scan(snapshot_id=ctx.label_snapshot_id).to_pandas()
-frame = frame.rename(columns={ctx.timestamp_field: "event_timestamp"})
+frame = ctx.training_frame()
+assert "feast" not in sys.modules, "the training frame imported Feast"
 train, holdout = ctx.split(frame)
 print(f"training on {len(train)} rows", flush=True)
 with mlflow.start_run():
@@ -104,7 +103,7 @@ def spec(home: Path, **overrides: Any) -> TrainingSpec:
         "timestamp_field": "ts",
         "hyperparameters": {"C": 1.0},
         "min_metrics": {"roc_auc": 0.8},
-        "feature_sources": {"tiny_view": LABELS},
+        "feature_views": (ViewSource("tiny_view", LABELS, ("entity_id",), "ts", None, ("x1", "x2")).to_dict(),),
         "include_dir": str(home / "include"),
         "timeout": 300,
         "run_tags": {"airflow.run_id": "manual__1"},

@@ -35,7 +35,14 @@ def test_a_partition_expands_into_one_training_task_and_model_per_value(demand: 
     for task in tasks.values():
         assert {ref.split(":")[0] for ref in task.features} == {"store_sku_demand", "sku_profile"}
         assert task.entity_keys == ["store_id", "sku_id"]
-        assert task.feature_sources == {"store_sku_demand": "gold.demand_features", "sku_profile": "gold.sku_profile"}
+        views = {view["name"]: view for view in task.feature_views}
+        assert {name: view["table"] for name, view in views.items()} == {
+            "store_sku_demand": "gold.demand_features",
+            "sku_profile": "gold.sku_profile",
+        }
+        assert views["store_sku_demand"]["keys"] == ["store_id", "sku_id"]
+        assert views["sku_profile"]["keys"] == ["sku_id"]
+        assert {f"{name}:{f}" for name, view in views.items() for f in view["features"]} == set(task.features)
 
 
 def test_each_model_scores_its_own_rows_into_its_own_table(demand: Any) -> None:
