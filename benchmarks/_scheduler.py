@@ -153,6 +153,9 @@ def _time_scheduled_run(url: str, launcher_log: Path, logs: Path) -> dict[str, A
             "task_id": t["task_id"],
             "state": t["state"],
             "duration": t["duration"],
+            "start": t["start_date"],
+            "end": t["end_date"],
+            "queued": t.get("queued_when"),
             "peak_rss_mib": rss.peaks.get(t["id"]),
         }
         for t in tis

@@ -53,7 +53,7 @@ export AIRFLOW__ASGARD__LOCAL_SPARK_POOL=asgard_spark
 export AIRFLOW_CONN_ASGARD_MLFLOW_DEFAULT="{\"conn_type\": \"asgard_mlflow\", \"host\": \"http://127.0.0.1:$MLFLOW_PORT\"}"
 
 "$BIN/airflow" db migrate > "$LOGS/airflow-db-migrate.log" 2>&1 || { tail -50 "$LOGS/airflow-db-migrate.log"; exit 1; }
-"$BIN/airflow" pools set asgard_spark 1 "local Spark transforms: one JVM at a time" > /dev/null
+"$BIN/airflow" pools set asgard_spark "${ASGARD_SPARK_SLOTS:-1}" "local Spark transforms: JVMs running at once" > /dev/null
 
 pids=()
 stop() { trap - INT TERM EXIT; for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done; wait; }
