@@ -23,7 +23,7 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,24 +176,14 @@ class TrainingContext:
 
         They come from :attr:`views`; a context without them (written by hand) resolves them in the Feast registry.
         """
-        from asgard_provider.engines.feature_batches import ViewSource, view_sources
+        from asgard_provider.engines.feature_batches import ViewSource, requested_views, view_sources
 
         try:
             if not self.views:
                 return view_sources(self.feature_store(), self.features)
-            known = {view.name: view for view in map(ViewSource.from_dict, self.views)}
+            return requested_views(map(ViewSource.from_dict, self.views), self.features)
         except FeatureStoreError as exc:
             raise TrainingError(f"feature views of {self.features}: {exc}") from exc
-        wanted: dict[str, list[str]] = {}
-        for ref in self.features:
-            name, _, feature = ref.partition(":")
-            view = known.get(name)
-            if view is None:
-                raise TrainingError(f"feature ref {ref!r}: view {name!r} is not among the context's views")
-            if feature not in view.features:
-                raise TrainingError(f"feature ref {ref!r}: view {name!r} ({view.table}) has no feature {feature!r}")
-            wanted.setdefault(name, []).append(feature)
-        return [replace(known[name], features=tuple(features)) for name, features in wanted.items()]
 
     def _catalog(self) -> Any:
         """Open the pipeline's Iceberg catalog."""

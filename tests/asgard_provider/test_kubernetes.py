@@ -12,6 +12,8 @@ import jsonschema
 import pytest
 
 from asgard_provider.catalog import CatalogSettings
+from asgard_provider.engines.feature_batches import ViewSource
+from asgard_provider.engines.scoring import ScoringSpec
 from asgard_provider.exceptions import CatalogError
 from asgard_provider.kubernetes import (
     ICEBERG_VERSION,
@@ -261,6 +263,11 @@ def test_production_dag_renders_valid_spark_applications_and_pods(production_con
             assert args["interval_start"] == "2025-11-10 06:00:00+00:00"  # {{ data_interval_start }}, rendered
             assert args["interval_end"] == "2025-11-11 06:00:00+00:00"
             assert args["run_id"] == "scheduled__2025-11-11"
+            # The pod reads the feature views as described from config, without the Feast registry.
+            views = [ViewSource.from_dict(view) for view in args["feature_views"]]
+            assert [view.name for view in views] == sorted({ref.split(":")[0] for ref in args["feature_refs"]})
+            assert views[0].table == "gold.customer_metrics" and views[0].keys == ("customer_id",)
+            assert ScoringSpec(**args).feature_views == args["feature_views"]
             assert task.publish_tables == ["gold.customer_churn_predictions"]
 
 

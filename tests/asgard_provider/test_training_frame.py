@@ -185,7 +185,7 @@ def test_errors_name_the_view_and_its_table(registered: IcebergHook) -> None:
         _context(feature_snapshots={"frame_series": series, "frame_skus": 123}).training_frame()
     with pytest.raises(TrainingError, match=r"'frame_skus:colour'.*no feature 'colour'"):
         _context(features=[*REFS, "frame_skus:colour"]).training_frame()
-    with pytest.raises(TrainingError, match=r"view 'nope' is not among the context's views"):
+    with pytest.raises(TrainingError, match=r"view 'nope' is not among the described views"):
         _context(features=["nope:x"]).training_frame()
 
 

@@ -9,9 +9,9 @@ results come back as record batches of a given size.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -140,16 +140,43 @@ class ViewSource:
             raise FeatureStoreError(f"invalid feature view description {dict(data)!r}: {exc!r}") from exc
 
 
-def view_sources(feast_store: Any, refs: Sequence[str]) -> list[ViewSource]:
-    """Resolve ``view:feature`` refs against the Feast registry into one :class:`ViewSource` per view."""
+def _by_view(refs: Sequence[str]) -> dict[str, list[str]]:
+    """Group ``view:feature`` refs by view, in the order they are first named."""
     wanted: dict[str, list[str]] = {}
     for ref in refs:
         view, _, feature = ref.partition(":")
         if not feature:
             raise FeatureStoreError(f"feature ref {ref!r} is not of the form view:feature")
         wanted.setdefault(view, []).append(feature)
+    return wanted
+
+
+def requested_views(views: Iterable[ViewSource], refs: Sequence[str]) -> list[ViewSource]:
+    """Select the features ``refs`` name from described ``views``: one :class:`ViewSource` per view named.
+
+    Raise :class:`FeatureStoreError` naming the ref whose view is not described or lacks the feature.
+    """
+    known = {view.name: view for view in views}
+    selected = []
+    for name, features in _by_view(refs).items():
+        view = known.get(name)
+        if view is None:
+            described = ", ".join(known) or "none"
+            raise FeatureStoreError(
+                f"feature ref {f'{name}:{features[0]}'!r}: view {name!r} is not among the described views ({described})"
+            )
+        for feature in features:
+            if feature not in view.features:
+                ref = f"{name}:{feature}"
+                raise FeatureStoreError(f"feature ref {ref!r}: view {name!r} ({view.table}) has no feature {feature!r}")
+        selected.append(replace(view, features=tuple(features)))
+    return selected
+
+
+def view_sources(feast_store: Any, refs: Sequence[str]) -> list[ViewSource]:
+    """Resolve ``view:feature`` refs against the Feast registry into one :class:`ViewSource` per view."""
     sources = []
-    for name, features in wanted.items():
+    for name, features in _by_view(refs).items():
         try:
             view = feast_store.get_feature_view(name)
         except Exception as exc:

@@ -2,9 +2,10 @@
 
 :func:`score` runs one :class:`ScoringSpec` against plain :class:`~asgard_provider.engines.stores.Stores`: it
 resolves the model version, selects the entity rows (:func:`select_entities`), scores them batch by batch with
-features from a Feast point-in-time join (:class:`BatchScorer`), replaces the date's predictions in one Iceberg
-commit and the date's monitoring rows in another. :class:`~asgard_provider.operators.inference.BatchInferenceOperator`
-and the task pod (:mod:`asgard_provider.pod_entry`) both call it.
+features from a point-in-time join of the feature views' Iceberg tables (:class:`BatchScorer`), replaces the
+date's predictions in one Iceberg commit and the date's monitoring rows in another.
+:class:`~asgard_provider.operators.inference.BatchInferenceOperator` and the task pod
+(:mod:`asgard_provider.pod_entry`) both call it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import dataclasses
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, get_args
@@ -21,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from asgard_provider.engines import wap
-from asgard_provider.engines.feature_batches import PointInTimeJoin, view_sources
+from asgard_provider.engines.feature_batches import PointInTimeJoin, ViewSource, requested_views, view_sources
 from asgard_provider.engines.iceberg_tables import WriteResult, load_table, write_batches
 from asgard_provider.engines.mlflow_store import MLflowStore
 from asgard_provider.engines.monitoring import (
@@ -344,7 +346,9 @@ class ScoringSpec:
 
     ``as_of`` is a date (``YYYY-MM-DD``, a longer ISO timestamp is cut), ``interval_start``/``interval_end`` the
     run's data interval (ISO timestamps; only ``new_events`` needs them). ``monitoring_table`` defaults to
-    ``<output_table>_monitoring``; ``run_id`` is recorded on both tables' snapshots.
+    ``<output_table>_monitoring``; ``run_id`` is recorded on both tables' snapshots. ``feature_views`` describe
+    the views ``feature_refs`` come from (:meth:`ViewSource.to_dict`; the factory passes the pipeline's), so
+    Feast is not imported; without them the views are looked up in the Feast registry.
     """
 
     model_name: str
@@ -373,6 +377,7 @@ class ScoringSpec:
     run_id: str = ""
     #: Iceberg filter on the entity rows (``category = 'fresh'``: the rows of one partition's model).
     row_filter: str | None = None
+    feature_views: Sequence[Mapping[str, Any]] = ()
 
     def columns(self) -> PredictionColumns:
         """Return the prediction columns (checks task and scope)."""
@@ -466,11 +471,12 @@ def score(spec: ScoringSpec, stores: Stores, log: logging.Logger = _LOG) -> Scor
     model = mlflow.load_sklearn_model(spec.model_name, version)
     catalog = open_catalog(stores.catalog)
     entities = _entities(spec, catalog, as_of, log)
-    try:
-        views = view_sources(FeastStore(stores.feast, stores.catalog).store, spec.feature_refs)
-    except FeatureStoreError as exc:
-        raise InferenceError(f"feature retrieval failed: {exc}") from exc
-    with PointInTimeJoin(catalog, views, ROW_ID, EVENT_TIMESTAMP) as features:
+    views = _views(spec, stores)
+    with ExitStack() as stack:
+        try:
+            features = stack.enter_context(PointInTimeJoin(catalog, views, ROW_ID, EVENT_TIMESTAMP))
+        except FeatureStoreError as exc:
+            raise InferenceError(f"feature views of {spec.task_id}: {exc}") from exc
         scorer = BatchScorer(
             model,
             columns,
@@ -480,6 +486,16 @@ def score(spec: ScoringSpec, stores: Stores, log: logging.Logger = _LOG) -> Scor
             keep_timestamp=None if spec.scope == "latest" else spec.timestamp_field,
         )
         return _score_with(spec, catalog, mlflow, scorer, entities, log)
+
+
+def _views(spec: ScoringSpec, stores: Stores) -> list[ViewSource]:
+    """Return the views ``spec.feature_refs`` come from: as described (no Feast import), else from the registry."""
+    try:
+        if spec.feature_views:
+            return requested_views(map(ViewSource.from_dict, spec.feature_views), spec.feature_refs)
+        return view_sources(FeastStore(stores.feast, stores.catalog).store, spec.feature_refs)
+    except FeatureStoreError as exc:
+        raise InferenceError(f"feature views of {spec.task_id}: {exc}") from exc
 
 
 def _score_with(

@@ -6,7 +6,7 @@ The work is :func:`asgard_provider.engines.scoring.score`'s; the operator turns 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
@@ -33,8 +33,8 @@ class BatchInferenceOperator(LineageMixin, BaseOperator):
 
     ``scope``: ``latest`` scores each entity's latest row at or before ``as_of`` (one score per entity);
     ``new_events`` every row whose ``timestamp_field`` is in the run's data interval; ``all`` every row. Their
-    features come from Feast historical retrieval at each row's timestamp, i.e. the same feature definitions
-    the model was trained on. The model is ``models:/<model_name>@<model_alias>`` (or ``model_version``) and
+    features come from a point-in-time join at each row's timestamp (the same join and feature definitions
+    the model was trained on). The model is ``models:/<model_name>@<model_alias>`` (or ``model_version``) and
     must fit ``task``. Output columns are named by ``prediction_column``, ``class_column`` and
     ``probability_prefix`` (see :class:`~asgard_provider.engines.scoring.PredictionColumns`); risk levels
     (``thresholds``) only exist for binary classification. Predictions for ``as_of`` are replaced in one
@@ -47,6 +47,11 @@ class BatchInferenceOperator(LineageMixin, BaseOperator):
 
     ``row_filter`` (an Iceberg filter, e.g. ``category = 'fresh'``) limits the entity rows scored to those of
     one partition's model.
+
+    ``feature_views`` describe each view the features come from, as
+    :meth:`~asgard_provider.engines.feature_batches.ViewSource.to_dict` does (the factory passes the pipeline's):
+    the point-in-time join reads them without importing Feast. Without them the views are looked up in the Feast
+    registry. They are not templated.
     """
 
     template_fields: Sequence[str] = (
@@ -92,6 +97,7 @@ class BatchInferenceOperator(LineageMixin, BaseOperator):
         feast_conn_id: str = FeastHook.default_conn_name,
         iceberg_conn_id: str = IcebergHook.default_conn_name,
         row_filter: str | None = None,
+        feature_views: Sequence[Mapping[str, Any]] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -121,6 +127,7 @@ class BatchInferenceOperator(LineageMixin, BaseOperator):
         self.feast_conn_id = feast_conn_id
         self.iceberg_conn_id = iceberg_conn_id
         self.row_filter = row_filter  # score these entity rows only (one model per partition value)
+        self.feature_views = [dict(view) for view in feature_views]
 
     def spec(self, context: Context) -> ScoringSpec:
         """Return the engine's arguments: the rendered fields plus the run id."""
@@ -148,6 +155,7 @@ class BatchInferenceOperator(LineageMixin, BaseOperator):
             monitor=self.monitor,
             drift_threshold=self.drift_threshold,
             row_filter=self.row_filter,
+            feature_views=tuple(self.feature_views),
             task_id=self.task_id,
             run_id=str(context.get("run_id", "")),
         )

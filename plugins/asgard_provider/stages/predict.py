@@ -181,6 +181,7 @@ def _inference_task(
         model_name=one.registered_model,
         model_alias=stage.model_alias,
         feature_refs=feature_refs(views),
+        feature_views=[view.view_source().to_dict() for view in views],
         entity_table=entity.source_table,
         entity_key=entity.keys,
         timestamp_field=entity.timestamp_field,

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from datetime import date
+import json
+import subprocess
+import sys
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -9,12 +12,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from asgard_provider.engines.feature_batches import ViewSource, view_sources
 from asgard_provider.exceptions import InferenceError
+from asgard_provider.hooks.feast import FeastHook
 from asgard_provider.hooks.iceberg import IcebergHook
 from asgard_provider.hooks.mlflow import MLflowHook
 from asgard_provider.operators.inference import BatchInferenceOperator, risk_levels
 
-from ..conftest import AS_OF, FEATURE_REFS, FEATURES, PRIOR, run_context, snapshot_time, train_operator
+from ..conftest import (
+    AS_OF,
+    FEATURE_REFS,
+    FEATURE_VIEW,
+    FEATURES,
+    PRIOR,
+    run_context,
+    snapshot_time,
+    train_operator,
+)
 
 MODEL = "customer_churn_predictor"
 OUTPUT = "gold.customer_churn_predictions"
@@ -294,3 +308,61 @@ def test_batches_of_three_write_the_predictions_of_one_batch(trained: dict[str, 
     probability = [r.pop("churn_probability") for r in in_threes]
     assert probability == pytest.approx([r.pop("churn_probability") for r in at_once], rel=1e-12)
     assert in_threes == at_once
+
+
+def _described(**changes: Any) -> list[dict[str, Any]]:
+    """The churn view as the factory describes it from config (what ``register_operator()`` registered)."""
+    names = tuple(f["name"] for f in FEATURES)
+    keys = ("customer_id",)
+    view = ViewSource(FEATURE_VIEW, "gold.customer_metrics", keys, "feature_timestamp", timedelta(days=90), names)
+    return [{**view.to_dict(), **changes}]
+
+
+def _scored(table: str) -> list[dict[str, Any]]:
+    rows = IcebergHook().load_table(table).scan().to_arrow().drop_columns(["scored_at"]).to_pylist()
+    return sorted(rows, key=lambda r: r["customer_id"])
+
+
+def test_described_views_score_as_the_registry_s(trained: dict[str, Any]) -> None:
+    """The views described from config are the registered ones, and score the same rows the same way."""
+    assert [ViewSource.from_dict(v) for v in _described()] == view_sources(FeastHook().store, FEATURE_REFS)
+    registry = _operator(output_table="gold.registry_predictions").execute(run_context())
+    described = _operator(output_table="gold.described_predictions", feature_views=_described()).execute(run_context())
+    assert described["rows"] == registry["rows"] == 2000
+    assert described["monitoring"]["psi"] == pytest.approx(registry["monitoring"]["psi"])
+    by_registry, by_description = _scored("gold.registry_predictions"), _scored("gold.described_predictions")
+    # The forest averages its trees' probabilities in thread order: equal up to the last bits.
+    probability = [r.pop("churn_probability") for r in by_description]
+    assert probability == pytest.approx([r.pop("churn_probability") for r in by_registry], rel=1e-12)
+    assert by_description == by_registry
+
+
+def test_a_bad_view_description_is_refused_naming_the_view(trained: dict[str, Any]) -> None:
+    no_table = {k: v for k, v in _described()[0].items() if k != "table"}
+    with pytest.raises(InferenceError, match=r"invalid feature view description .*customer_churn_features.*'table'"):
+        _operator(feature_views=[no_table]).execute(run_context())
+    with pytest.raises(InferenceError, match=r"view 'customer_churn_features' is not among the described views \(x\)"):
+        _operator(feature_views=_described(name="x")).execute(run_context())
+    fewer = [f["name"] for f in FEATURES if f["name"] != "support_tickets"]
+    with pytest.raises(InferenceError, match=r"'customer_churn_features:support_tickets'.*has no feature"):
+        _operator(feature_views=_described(features=fewer)).execute(run_context())
+    with pytest.raises(InferenceError, match=r"view 'customer_churn_features': cannot read .* gold\.missing"):
+        _operator(feature_views=_described(table="gold.missing")).execute(run_context())
+
+
+def test_batch_inference_with_described_views_does_not_import_feast(trained: dict[str, Any]) -> None:
+    """The task process scores without paying for Feast's import (typeguard-instrumented classes)."""
+    kwargs = {"output_table": "gold.featureless_predictions", "feature_views": _described()}
+    code = (
+        "import json, sys\n"
+        "from tests.asgard_provider.conftest import run_context\n"
+        "from tests.asgard_provider.operators.test_inference import _operator\n"
+        f"result = _operator(**json.loads({json.dumps(kwargs)!r})).execute(run_context())\n"
+        "print(result['rows'], sorted(m for m in sys.modules if m == 'feast' or m.startswith('feast.')))\n"
+    )
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False, cwd=root
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-1] == "2000 []"

@@ -55,6 +55,9 @@ def test_each_model_scores_its_own_rows_into_its_own_table(demand: Any) -> None:
         assert task.prediction_column == "units_next_7d"
         # It waits for its own model only: another category's failed gate does not hold up this one's scores.
         assert task.upstream_task_ids == {f"train_model.{category}"}
+        # It reads the feature views its model was trained on, described from config (no Feast registry).
+        assert task.feature_views == demand.get_task(f"train_model.{category}").feature_views
+        assert {f"{v['name']}:{f}" for v in task.feature_views for f in v["features"]} == set(task.feature_refs)
 
 
 def test_a_feature_set_registers_its_views_in_turn_and_one_service_over_them(demand: Any) -> None:
