@@ -137,6 +137,12 @@ asgard:
       path: ":memory:"
       threads: 1
       external_root: "{{ env_var('ASGARD_HOME', '.asgard') }}/dbt/external"
+      # DuckDB's limits and spill folder, from the dbt stage (docs/config.md); set once, when the database opens.
+      config_options:
+        memory_limit: "{{ env_var('ASGARD_DBT_DUCKDB_MEMORY_LIMIT', '2GB') }}"
+        threads: "{{ env_var('ASGARD_DBT_DUCKDB_THREADS', '2') | int }}"
+        temp_directory: >-
+          {{ env_var('ASGARD_DBT_DUCKDB_TEMP_DIRECTORY', env_var('ASGARD_HOME', '.asgard') ~ '/dbt/spill') }}
       plugins:
         - module: asgard_provider.dbt.duckdb_plugin
           alias: asgard_iceberg

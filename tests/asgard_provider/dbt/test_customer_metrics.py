@@ -214,6 +214,44 @@ def test_duckdb_runs_within_the_stage_s_memory_limit_threads_and_spill_folder(
     assert rows[0][2] == str(asgard_home / "dbt" / "spill")
 
 
+def _profiles(project: str) -> str:
+    """The profiles.yml of an example project, or of what ``asgard new`` scaffolds (``project`` = "scaffold")."""
+    from asgard_provider import scaffold
+
+    return (
+        scaffold._PROFILES if project == "scaffold" else (include_dir() / "dbt" / project / "profiles.yml").read_text()
+    )
+
+
+@pytest.mark.parametrize(
+    "project", [*sorted(p.name for p in (include_dir() / "dbt").iterdir() if p.is_dir()), "scaffold"]
+)
+def test_a_node_after_duckdb_spilled_still_runs(asgard_home: Path, tmp_path: Path, project: str) -> None:
+    """DuckDB refuses to set temp_directory again once it spilled there: each profile sets it once, at connect."""
+    from cosmos.dbt.project import environ
+    from dbt.cli.main import dbtRunner
+
+    from asgard_provider.dbt.cosmos import DUCKDB_MEMORY_ENV, DUCKDB_TEMP_ENV, DUCKDB_THREADS_ENV
+
+    root = tmp_path / "spilling"
+    (root / "models").mkdir(parents=True)
+    (root / "profiles.yml").write_text(_profiles(project))
+    (root / "dbt_project.yml").write_text("name: spilling\nversion: '1.0'\nprofile: asgard\nmodel-paths: [models]\n")
+    # 3M sorted rows do not fit in 50 MB: the sort spills, then the next model opens a new cursor.
+    sort = "select i, md5(i::varchar) as h from range(3000000) t(i) order by h"
+    (root / "models" / "sorted_rows.sql").write_text("{{ config(materialized='table') }}\n" + sort)
+    (root / "models" / "counted.sql").write_text("select count(*) as n from {{ ref('sorted_rows') }}")
+    spill = tmp_path / "spill"
+    env = {DUCKDB_MEMORY_ENV: "50MB", DUCKDB_THREADS_ENV: "1", DUCKDB_TEMP_ENV: str(spill)}
+    base = {"ASGARD_HOME": os.environ["ASGARD_HOME"], "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    args = ["run", "--project-dir", str(root), "--profiles-dir", str(root), "--target-path", str(tmp_path / "t")]
+    with environ({**base, **env}):
+        result = dbtRunner().invoke([*args, "--log-path", str(tmp_path / "logs")])
+    assert result.success, [r.message for r in result.result] if result.result else result.exception
+    assert spill.is_dir()  # DuckDB did spill there
+    assert [r.status for r in result.result] == ["success", "success"]
+
+
 def test_sources_stream_only_the_columns_the_model_uses(asgard_home: Path, tmp_path: Path) -> None:
     _silver()
     columns, rows = _dbt_show(tmp_path, "select * from {{ source('silver', 'transactions_cleaned') }}", {})
