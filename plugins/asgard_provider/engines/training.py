@@ -31,7 +31,7 @@ from typing import Any
 from asgard_provider import evaluation
 from asgard_provider.child_env import child_env, store_credentials
 from asgard_provider.engines import iceberg_tables, wap
-from asgard_provider.engines.feature_batches import ViewSource, view_sources
+from asgard_provider.engines.feature_batches import ViewSource, requested_views, view_sources
 from asgard_provider.engines.mlflow_store import MLflowStore
 from asgard_provider.engines.monitoring import PREDICTION_PROFILE_ARTIFACT, prediction_profiles
 from asgard_provider.engines.stores import FeastStore, Stores, open_catalog
@@ -332,9 +332,9 @@ class Trainer:
         """Return the views the features come from: the spec's descriptions (no Feast import), else the registry's."""
         spec = self.spec
         try:
-            given = {view.name: view for view in map(ViewSource.from_dict, spec.feature_views)}
-            if all(name in given for name in spec.views):
-                return [given[name] for name in dict.fromkeys(ref.split(":", 1)[0] for ref in spec.features)]
+            given = [ViewSource.from_dict(view) for view in spec.feature_views]
+            if {view.name for view in given} >= set(spec.views):
+                return requested_views(given, spec.features)
             return view_sources(FeastStore(self.stores.feast, self.stores.catalog).store, spec.features)
         except FeatureStoreError as exc:
             raise TrainingError(f"task {spec.task_id} ({spec.where}): {exc}") from exc
