@@ -107,6 +107,7 @@ BENCH_SCALES ?= 1
 bench: $(STAMP)
 	$(BIN)/uv pip install --python $(PYTHON) -q -r benchmarks/requirements.txt
 	$(PYTHON) benchmarks/e2e.py --scale $(BENCH_SCALES)
+	$(PYTHON) benchmarks/engine_floor.py
 	$(PYTHON) benchmarks/parse_time.py
 	$(PYTHON) benchmarks/throughput.py --scale $(BENCH_SCALES)
 

@@ -24,6 +24,11 @@ from asgard_provider.settings import asgard_home
 
 #: Feast project used when the connection does not name one.
 DEFAULT_PROJECT = "asgard"
+#: ``type:`` of the embedded online store: Feast's SQLite store with a batched write
+#: (:mod:`asgard_provider.engines.feast_online`).
+BULK_SQLITE_TYPE = "asgard_provider.engines.feast_online.BulkSqliteOnlineStore"
+#: Online store types that keep their rows in the SQLite file at ``path``.
+SQLITE_TYPES = ("sqlite", BULK_SQLITE_TYPE)
 #: Prefix of the environment variables Airflow (and a task pod) reads connections from.
 CONN_ENV_PREFIX = "AIRFLOW_CONN_"
 #: Default connection ids; when one is not defined, the embedded store under ``$ASGARD_HOME`` is used.
@@ -225,7 +230,8 @@ def online_store_config(online_store: str | dict[str, Any]) -> dict[str, Any]:
     """Turn an online-store setting into Feast's ``online_store:`` block.
 
     ``redis://[:password@]host:port[/db]`` and Feast's own ``host:port,db=0`` form select Redis;
-    ``sqlite:///path/online.db`` or a path ending in ``.db`` select SQLite. A mapping is passed through.
+    ``sqlite:///path/online.db`` or a path ending in ``.db`` select SQLite (:data:`BULK_SQLITE_TYPE`). A mapping is
+    passed through.
     """
     if isinstance(online_store, dict):
         return dict(online_store)
@@ -241,9 +247,9 @@ def online_store_config(online_store: str | dict[str, Any]) -> dict[str, Any]:
             conn += ",ssl=true"
         return {"type": "redis", "connection_string": conn}
     if online_store.startswith("sqlite:///"):
-        return {"type": "sqlite", "path": online_store[len("sqlite:///") :]}
+        return {"type": BULK_SQLITE_TYPE, "path": online_store[len("sqlite:///") :]}
     if online_store.endswith(".db"):
-        return {"type": "sqlite", "path": online_store}
+        return {"type": BULK_SQLITE_TYPE, "path": online_store}
     return {"type": "redis", "connection_string": online_store}
 
 
@@ -319,7 +325,7 @@ class FeastStore:
             registry, online = config["registry"], config["online_store"]
             if registry.get("registry_type") == "file" and "://" not in registry.get("path", "://"):
                 Path(registry["path"]).parent.mkdir(parents=True, exist_ok=True)
-            if online.get("type") == "sqlite" and online.get("path"):
+            if online.get("type") in SQLITE_TYPES and online.get("path"):
                 Path(online["path"]).parent.mkdir(parents=True, exist_ok=True)
             if not path.exists() or path.read_text() != text:
                 tmp = path.with_suffix(".yaml.tmp")

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
+from asgard_provider.engines.stores import BULK_SQLITE_TYPE
 from asgard_provider.exceptions import FeatureStoreError
 from asgard_provider.hooks.feast import FeastHook, build_feature_store_config, online_store_config, registry_config
 
@@ -37,7 +38,7 @@ def test_embedded_default_writes_a_loadable_feature_store_yaml(asgard_home: Path
         "path": str(asgard_home / "feast" / "registry.db"),
         "cache_ttl_seconds": 60,
     }
-    assert config["online_store"] == {"type": "sqlite", "path": str(asgard_home / "feast" / "online.db")}
+    assert config["online_store"] == {"type": BULK_SQLITE_TYPE, "path": str(asgard_home / "feast" / "online.db")}
     assert config["offline_store"] == {"type": "duckdb"}
     store = hook.get_store()
     assert store.project == "asgard"
@@ -78,7 +79,7 @@ def test_online_store_and_registry_forms() -> None:
         "connection_string": "cache:6381,db=2,password=pw",
     }
     assert online_store_config("cache:6379,db=1") == {"type": "redis", "connection_string": "cache:6379,db=1"}
-    assert online_store_config("sqlite:////data/online.db") == {"type": "sqlite", "path": "/data/online.db"}
+    assert online_store_config("sqlite:////data/online.db") == {"type": BULK_SQLITE_TYPE, "path": "/data/online.db"}
     assert registry_config("s3://bucket/registry.pb")["registry_type"] == "file"
     assert registry_config("mysql://u@h/feast")["registry_type"] == "sql"
     assert build_feature_store_config(offline_store={"type": "spark"})["offline_store"] == {"type": "spark"}
