@@ -82,7 +82,9 @@ def latest_rows(
 ) -> Iterator[pa.RecordBatch]:
     """Yield, in batches of ``batch_rows``, each entity's latest row with a timestamp in ``window`` (inclusive).
 
-    This is what Feast materializes: one row per key tuple, the one with the greatest timestamp.
+    This is what Feast materializes: one row per key tuple, the one with the greatest timestamp. The rows come in
+    key order, so an online store's index takes them at a few insertion points instead of at random (1M entities
+    into the SQLite online store: 151 s in key order, 209 s in random order; docs/performance.md).
     """
     if batch_rows <= 0:
         raise FeatureStoreError(f"batch size must be positive, got {batch_rows}")
@@ -93,7 +95,7 @@ def latest_rows(
     ts, partition = quote(timestamp_field), ", ".join(map(quote, keys))
     latest = f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {ts} DESC) = 1"
     picked = ", ".join(map(quote, columns))
-    sql = f"SELECT {picked} FROM offline_rows WHERE {ts} BETWEEN $start AND $end {latest}"  # noqa: S608
+    sql = f"SELECT {picked} FROM offline_rows WHERE {ts} BETWEEN $start AND $end {latest} ORDER BY {partition}"  # noqa: S608
     with bounded_duckdb() as con:
         con.register("offline_rows", reader)
         result = con.execute(sql, {"start": start, "end": end}).to_arrow_reader(batch_rows)
