@@ -38,7 +38,7 @@ PROBES = ("airflow", "spark", "dbt", "feast", "mlflow")
 
 
 def probe_churn_tasks(home: Path) -> None:
-    """Print how many tasks ``customer_churn`` has (not timed: it sizes the Airflow probe's DAG)."""
+    """Write how many tasks ``customer_churn`` has to ``home/churn_tasks`` (not timed: it sizes the Airflow probe)."""
     from airflow.dag_processing.dagbag import DagBag
 
     tasks = len(
@@ -100,22 +100,26 @@ def probe_feast(home: Path) -> None:
     assert FeastStore(FeastSettings.embedded()).store.list_feature_views() == []
 
 
-def probe_mlflow_setup(home: Path) -> None:
-    """Create the tracking store (once per installation, so not part of the floor)."""
+def _tracking(home: Path) -> None:
+    """Point MLflow at the probe's SQLite tracking store and experiment."""
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
     mlflow.set_experiment("engine_floor")
 
 
+def probe_mlflow_setup(home: Path) -> None:
+    """Create the tracking store (once per installation, so not part of the floor)."""
+    _tracking(home)
+
+
 def probe_mlflow(home: Path) -> None:
-    """Log a 10-row scikit-learn model with skops into a fresh SQLite tracking store, in one run."""
+    """Log a 10-row scikit-learn model with skops into the existing tracking store, in one run."""
     import mlflow
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
-    mlflow.set_experiment("engine_floor")
+    _tracking(home)
     x, y = np.arange(20.0).reshape(10, 2), np.array([0, 1] * 5)
     with mlflow.start_run():
         mlflow.log_metric("roc_auc", 0.5)
@@ -233,11 +237,12 @@ def report_online(work: Path, entities: int, batch_rows: Sequence[int]) -> None:
     rows = []
     print(f"\n# Online write, {entities:,} entities x 8 features, SQLite ({load_average()})\n")
     for store_type in ("sqlite", BULK_SQLITE_TYPE):
+        label = store_type.rsplit(".", 1)[-1]
         for batch in batch_rows:
-            home = work / f"online-{store_type.rsplit('.', 1)[-1]}-{batch}"
+            home = work / f"online-{label}-{batch}"
             extra = ["--online-entities", entities, "--store-type", store_type, "--batch-rows", batch]
             seconds = _probe("online", isolated_env(home), home, extra)[1]
-            rows.append((store_type.rsplit(".", 1)[-1], batch, seconds, entities / seconds))
+            rows.append((label, batch, seconds, entities / seconds))
             shutil.rmtree(home)
     print(table(["online store", "entities per batch", "seconds", "entities/s"], rows))
     print(f"\n({load_average()} at the end)")
